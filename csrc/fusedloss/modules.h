@@ -1,0 +1,49 @@
+#pragma once
+// fusedloss::nn — loss modules in the style of torch::nn (Cloneable Impl + TORCH_MODULE holder),
+// constructed with torch's own option structs, so torch::nn::MSELoss -> fusedloss::nn::MSELoss is
+// the whole change in a trainer.
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+#include <ostream>
+
+#include "fusedloss/functional.h"
+
+namespace fusedloss {
+namespace nn {
+
+namespace detail {
+// One module class per loss: Options is torch's option struct, Fn the functional form.
+template <typename Derived, typename Options,
+          at::Tensor (*Fn)(const at::Tensor&, const at::Tensor&, const Options&)>
+class PointwiseLossImpl : public torch::nn::Cloneable<Derived> {
+ public:
+  explicit PointwiseLossImpl(Options options = {}) : options(std::move(options)) {}
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& target) {
+    return Fn(input, target, options);
+  }
+  Options options;
+};
+}  // namespace detail
+
+#define FUSEDLOSS_POINTWISE_MODULE(Name, Options, fn)                                       \
+  class Name##Impl : public detail::PointwiseLossImpl<Name##Impl, Options, &functional::fn> { \
+   public:                                                                                  \
+    using PointwiseLossImpl::PointwiseLossImpl;                                             \
+    void pretty_print(std::ostream& stream) const override {                                \
+      stream << "fusedloss::nn::" #Name "()";                                               \
+    }                                                                                       \
+  };                                                                                        \
+  TORCH_MODULE(Name)
+
+FUSEDLOSS_POINTWISE_MODULE(MSELoss, torch::nn::MSELossOptions, mse_loss);
+FUSEDLOSS_POINTWISE_MODULE(L1Loss, torch::nn::L1LossOptions, l1_loss);
+FUSEDLOSS_POINTWISE_MODULE(HuberLoss, torch::nn::HuberLossOptions, huber_loss);
+FUSEDLOSS_POINTWISE_MODULE(SmoothL1Loss, torch::nn::SmoothL1LossOptions, smooth_l1_loss);
+
+#undef FUSEDLOSS_POINTWISE_MODULE
+
+}  // namespace nn
+}  // namespace fusedloss

@@ -1,0 +1,66 @@
+#pragma once
+// Per-element math of the regression losses, shared by the CPU and CUDA engines so the two can
+// never drift apart. Every formula is a function of d = input - target and gives the loss value
+// and d(loss)/d(input); d(loss)/d(target) is its negative. T is the accumulation type (float for
+// float/half/bfloat16 inputs, double for double).
+//
+// Branch conditions copy ATen's exactly, so the values at the kinks (d = 0 for L1, |d| = delta for
+// Huber, |d| = beta for SmoothL1) and the propagation of NaN are the same as torch's.
+
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+
+namespace fusedloss {
+namespace formulas {
+
+C10_HOST_DEVICE inline float absolute(float v) { return fabsf(v); }
+C10_HOST_DEVICE inline double absolute(double v) { return fabs(v); }
+
+// sign(d) with sign(0) = sign(NaN) = 0, as torch.sign and the subgradient torch uses for |d|.
+template <typename T>
+C10_HOST_DEVICE inline T sign(T v) {
+  return T(T(0) < v) - T(v < T(0));
+}
+
+template <typename T>
+struct MseLoss {
+  C10_HOST_DEVICE T value(T d) const { return d * d; }
+  C10_HOST_DEVICE T derivative(T d) const { return T(2) * d; }
+};
+
+template <typename T>
+struct L1Loss {
+  C10_HOST_DEVICE T value(T d) const { return absolute(d); }
+  C10_HOST_DEVICE T derivative(T d) const { return sign(d); }
+};
+
+// 0.5 d^2 inside |d| < delta, delta (|d| - delta/2) outside.
+template <typename T>
+struct HuberLoss {
+  T delta;
+  C10_HOST_DEVICE T value(T d) const {
+    const T z = absolute(d);
+    return z < delta ? T(0.5) * z * z : delta * (z - T(0.5) * delta);
+  }
+  C10_HOST_DEVICE T derivative(T d) const {
+    return d <= -delta ? -delta : (d >= delta ? delta : d);
+  }
+};
+
+// Huber divided by beta: 0.5 d^2 / beta inside |d| < beta, |d| - beta/2 outside. beta = 0 is L1
+// (the caller selects L1Loss then, as torch does, so that d = 0 gives gradient 0, not 0/0).
+template <typename T>
+struct SmoothL1Loss {
+  T beta;
+  C10_HOST_DEVICE T value(T d) const {
+    const T z = absolute(d);
+    return z < beta ? T(0.5) * z * z / beta : z - T(0.5) * beta;
+  }
+  C10_HOST_DEVICE T derivative(T d) const {
+    return d < -beta ? T(-1) : (d > beta ? T(1) : d / beta);
+  }
+};
+
+}  // namespace formulas
+}  // namespace fusedloss
