@@ -19,24 +19,6 @@ using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// saved_gradient * scale. Its own node exists only under create_graph=True (a second derivative
-// was asked for), and it refuses: the saved gradient is a constant to autograd, so differentiating
-// through it would silently give a wrong number.
-class ScaleSavedGradient : public torch::autograd::Function<ScaleSavedGradient> {
- public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& saved_gradient, const Tensor& scale,
-                        const std::string& op) {
-    ctx->saved_data["op"] = op;
-    return saved_gradient.mul(scale);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list /*grad_outputs*/) {
-    TORCH_CHECK(false, "fusedloss.", ctx->saved_data["op"].toStringRef(),
-                ": double backward (a second derivative) is not supported; the fused kernel "
-                "saves only the first derivative. Use torch.nn.functional for higher-order "
-                "gradients.");
-  }
-};
-
 class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& target,
@@ -56,6 +38,12 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     const Tensor gradient = ctx->get_saved_variables()[0];
     const Tensor& grad_output = grad_outputs[0];
     const std::string op = ctx->saved_data["op"].toStringRef();
+    // create_graph=True asks for a differentiable gradient. The saved gradient is a constant to
+    // autograd, so its second derivative would silently be zero: refuse instead.
+    TORCH_CHECK(!at::GradMode::is_enabled(), "fusedloss.", op,
+                ": double backward (backward with create_graph=True) is not supported; the fused "
+                "kernel saves only the first derivative. Use torch.nn.functional.", op,
+                " where second derivatives are needed.");
     const bool reduced = ctx->saved_data["reduction"].toStringRef() != "none";
 
     Tensor scale = grad_output;
@@ -69,11 +57,11 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
 
     Tensor grad_input, grad_target;
     if (ctx->needs_input_grad(0)) {
-      grad_input = at::sum_to(ScaleSavedGradient::apply(gradient, scale, op),
+      grad_input = at::sum_to(gradient.mul(scale),
                               ctx->saved_data["input_shape"].toSymIntVector());
     }
     if (ctx->needs_input_grad(1)) {
-      grad_target = at::sum_to(ScaleSavedGradient::apply(gradient, scale.neg(), op),
+      grad_target = at::sum_to(gradient.mul(scale.neg()),
                                ctx->saved_data["target_shape"].toSymIntVector());
     }
     return {grad_input, grad_target, Tensor(), Tensor(), Tensor()};

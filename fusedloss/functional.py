@@ -1,0 +1,112 @@
+"""Fused losses with the signatures, defaults and semantics of torch.nn.functional.
+
+Each function calls its operator in torch.ops.fusedloss; every one is TorchScript-compatible.
+"""
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.nn import _reduction as _Reduction
+
+__all__ = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss"]
+
+
+def _warn_if_sizes_differ(input: Tensor, target: Tensor) -> None:
+    # Same words as torch.nn.functional, so filters written for torch's warning keep working.
+    if target.size() != input.size():
+        warnings.warn(
+            f"Using a target size ({target.size()}) that is different to the input size "
+            f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            stacklevel=3,
+        )
+
+
+def _legacy_reduction(size_average: Optional[bool], reduce: Optional[bool], reduction: str) -> str:
+    if size_average is not None or reduce is not None:
+        return _Reduction.legacy_get_string(size_average, reduce)
+    return reduction
+
+
+def _apply_weight(loss: Tensor, input: Tensor, weight: Tensor, reduction: str,
+                  mean_over_weights: bool) -> Tensor:
+    """torch's optional per-element `weight` (torch >= 2.10) on an unreduced fused loss.
+
+    mse_loss and l1_loss divide the weighted sum by the sum of the weights for 'mean';
+    huber_loss takes the plain mean of the weighted losses. Both as torch does.
+    """
+    if weight.size() != input.size():
+        raise ValueError("Weights and input must have the same size.")
+    weighted = loss * weight
+    if reduction == "none":
+        return weighted
+    if reduction == "sum":
+        return weighted.sum()
+    if reduction == "mean":
+        return weighted.sum() / weight.sum() if mean_over_weights else weighted.mean()
+    raise ValueError(f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'.")
+
+
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Mean squared error, (input - target)^2; see torch.nn.functional.mse_loss."""
+    _warn_if_sizes_differ(input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if weight is not None:
+        loss = torch.ops.fusedloss.mse_loss(input, target, "none")
+        return _apply_weight(loss, input, weight, reduction, mean_over_weights=True)
+    return torch.ops.fusedloss.mse_loss(input, target, reduction)
+
+
+def l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Mean absolute error, |input - target|; see torch.nn.functional.l1_loss."""
+    _warn_if_sizes_differ(input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if weight is not None:
+        loss = torch.ops.fusedloss.l1_loss(input, target, "none")
+        return _apply_weight(loss, input, weight, reduction, mean_over_weights=True)
+    return torch.ops.fusedloss.l1_loss(input, target, reduction)
+
+
+def huber_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Huber loss: quadratic within |input - target| < delta, linear outside; see torch's."""
+    _warn_if_sizes_differ(input, target)
+    if weight is not None:
+        loss = torch.ops.fusedloss.huber_loss(input, target, "none", delta)
+        return _apply_weight(loss, input, weight, reduction, mean_over_weights=False)
+    return torch.ops.fusedloss.huber_loss(input, target, reduction, delta)
+
+
+def smooth_l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> Tensor:
+    """Smooth L1 (Huber / beta); beta = 0 is L1; see torch.nn.functional.smooth_l1_loss."""
+    _warn_if_sizes_differ(input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.smooth_l1_loss(input, target, reduction, beta)

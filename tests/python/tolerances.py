@@ -1,0 +1,23 @@
+"""Tolerances against the torch oracle, per dtype; the one place they are set.
+
+float32/float64: summation order differs (we add in fixed chunks, widening to float64), so the
+reduced values agree to rounding. float16/bfloat16: both compute in float32, but torch rounds the
+per-element loss to the input dtype before a 'mean'/'sum' and we do not, and our gradient is the
+saved half-precision derivative times the scale (two roundings against torch's one): a few ulps.
+"""
+
+import torch
+
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-10, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=4e-3, atol=2e-3),
+    torch.bfloat16: dict(rtol=3e-2, atol=2e-2),
+}
+
+DTYPES = list(TOLERANCES)
+
+
+def assert_close(actual, expected, dtype=None, msg=""):
+    tolerance = TOLERANCES[dtype or expected.dtype]
+    torch.testing.assert_close(actual, expected, equal_nan=True, msg=msg or None, **tolerance)
