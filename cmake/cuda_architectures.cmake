@@ -1,38 +1,14 @@
-# CUDA architectures from TORCH_CUDA_ARCH_LIST (PyTorch's convention: "8.0;9.0+PTX"), turned into
-# CMAKE_CUDA_ARCHITECTURES ("80-real;90"). The default, 9.0+PTX (Hopper: H100/H200), needs no GPU to
-# compile and keeps the build short; set TORCH_CUDA_ARCH_LIST for other GPUs.
+# CUDA architectures come from TORCH_CUDA_ARCH_LIST (PyTorch's convention, e.g. "8.0;9.0+PTX"),
+# which torch's own CMake turns into -gencode flags. The default, 9.0+PTX (Hopper: H100/H200, and
+# PTX that newer GPUs can JIT), needs no GPU to compile and keeps the build short. Without a value,
+# torch's CMake would instead probe for a GPU, which fails on a machine without one.
 set(FUSEDLOSS_DEFAULT_CUDA_ARCH_LIST "9.0+PTX")
 
-function(fusedloss_cuda_architectures out_var)
-  if(DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT "${CMAKE_CUDA_ARCHITECTURES}" STREQUAL "")
-    set(${out_var} "${CMAKE_CUDA_ARCHITECTURES}" PARENT_SCOPE)
-    return()
+macro(fusedloss_select_cuda_architectures)
+  if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} OR "$ENV{TORCH_CUDA_ARCH_LIST}" STREQUAL "")
+    set(ENV{TORCH_CUDA_ARCH_LIST} "${FUSEDLOSS_DEFAULT_CUDA_ARCH_LIST}")
   endif()
-  if(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT "$ENV{TORCH_CUDA_ARCH_LIST}" STREQUAL "")
-    set(arch_list "$ENV{TORCH_CUDA_ARCH_LIST}")
-  else()
-    set(arch_list "${FUSEDLOSS_DEFAULT_CUDA_ARCH_LIST}")
-    # torch's own CMake reads the variable too; give it the same list so it does not probe a GPU.
-    set(ENV{TORCH_CUDA_ARCH_LIST} "${arch_list}")
-  endif()
-  string(REPLACE " " ";" arch_list "${arch_list}")
-  set(archs "")
-  foreach(arch IN LISTS arch_list)
-    if(arch STREQUAL "")
-      continue()
-    endif()
-    set(with_ptx OFF)
-    if(arch MATCHES "\\+PTX$")
-      set(with_ptx ON)
-      string(REPLACE "+PTX" "" arch "${arch}")
-    endif()
-    string(REPLACE "." "" arch "${arch}")
-    if(with_ptx)
-      list(APPEND archs "${arch}")
-    else()
-      list(APPEND archs "${arch}-real")
-    endif()
-  endforeach()
-  message(STATUS "fusedloss: CUDA architectures ${archs} (TORCH_CUDA_ARCH_LIST=${arch_list})")
-  set(${out_var} "${archs}" PARENT_SCOPE)
-endfunction()
+  message(STATUS "fusedloss: TORCH_CUDA_ARCH_LIST=$ENV{TORCH_CUDA_ARCH_LIST}")
+  # torch ignores CMAKE_CUDA_ARCHITECTURES (and warns if it is set); OFF leaves the flags to it.
+  set(CMAKE_CUDA_ARCHITECTURES OFF)
+endmacro()

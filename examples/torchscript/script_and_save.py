@@ -1,0 +1,42 @@
+"""Scripts a small model whose forward returns a fusedloss loss and saves it.
+
+    python examples/torchscript/script_and_save.py model.pt
+
+Load it anywhere the library is loaded: in Python after `import fusedloss`, in C++ by linking
+FusedLoss::fusedloss (see load_scripted.cpp).
+"""
+
+import sys
+
+import torch
+
+import fusedloss
+
+
+class RegressionWithLoss(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        self.criterion = fusedloss.nn.HuberLoss(delta=0.5)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        prediction = self.body(x)
+        # Both the module and the raw operator, as TorchScript users call them.
+        return self.criterion(prediction, y) + torch.ops.fusedloss.mse_loss(prediction, y, "mean")
+
+
+def example_inputs():
+    x = torch.linspace(-1, 1, 64 * 4).reshape(64, 4)
+    y = torch.linspace(0, 1, 64).reshape(64, 1)
+    return x, y
+
+
+def main(path):
+    torch.manual_seed(0)
+    scripted = torch.jit.script(RegressionWithLoss())
+    scripted.save(path)
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "fusedloss_model.pt")

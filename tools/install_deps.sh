@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing fusedloss needs, skipping whatever is already there:
+# a C++ toolchain, CMake, Ninja, GoogleTest and ccache (Debian packages), torch (pinned) and the
+# Python test tools (PyPI). Safe to run again.
+set -euo pipefail
+
+TORCH_SPEC=${FUSEDLOSS_TORCH_SPEC:-torch==2.14.1}
+
+missing=()
+command -v g++ >/dev/null || missing+=(g++)
+command -v cmake >/dev/null || missing+=(cmake)
+command -v ninja >/dev/null || missing+=(ninja-build)
+command -v ccache >/dev/null || missing+=(ccache)
+[ -f /usr/include/gtest/gtest.h ] || missing+=(libgtest-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install_deps: apt-get install ${missing[*]}"
+  sudo_cmd=(); [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+if python3 -c "import torch" 2>/dev/null; then
+  echo "install_deps: torch $(python3 -c 'import torch; print(torch.__version__)') already installed"
+else
+  echo "install_deps: pip install $TORCH_SPEC (a CUDA build, several GB)"
+  python3 -m pip install --quiet "$TORCH_SPEC"
+fi
+
+python_missing=()
+for module in pytest numpy expecttest; do
+  python3 -c "import $module" 2>/dev/null || python_missing+=("$module")
+done
+if [ ${#python_missing[@]} -gt 0 ]; then
+  echo "install_deps: pip install ${python_missing[*]}"
+  python3 -m pip install --quiet "${python_missing[@]}"
+fi
