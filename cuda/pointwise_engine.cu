@@ -32,7 +32,8 @@ template <typename scalar_t, int kVec, typename Formula, bool kReduce, bool kGra
 __global__ void __launch_bounds__(kThreads)
     pointwise_loss_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ t,
                           scalar_t* __restrict__ loss, scalar_t* __restrict__ grad, int64_t n,
-                          Formula formula, double* __restrict__ block_sums) {
+                          Formula formula, acc_t<scalar_t> grad_scale,
+                          double* __restrict__ block_sums) {
   using acc = acc_t<scalar_t>;
   using P = Pack<scalar_t, kVec>;
   acc sum = 0;
@@ -52,7 +53,7 @@ __global__ void __launch_bounds__(kThreads)
       } else {
         lp.v[j] = static_cast<scalar_t>(value);
       }
-      if constexpr (kGrad) gp.v[j] = static_cast<scalar_t>(formula.derivative(d));
+      if constexpr (kGrad) gp.v[j] = static_cast<scalar_t>(formula.derivative(d) * grad_scale);
     }
     if constexpr (!kReduce) reinterpret_cast<P*>(loss)[p] = lp;
     if constexpr (kGrad) reinterpret_cast<P*>(grad)[p] = gp;
@@ -66,7 +67,7 @@ __global__ void __launch_bounds__(kThreads)
     } else {
       loss[i] = static_cast<scalar_t>(value);
     }
-    if constexpr (kGrad) grad[i] = static_cast<scalar_t>(formula.derivative(d));
+    if constexpr (kGrad) grad[i] = static_cast<scalar_t>(formula.derivative(d) * grad_scale);
   }
   if constexpr (kReduce) {
     const double block_sum = block_reduce_sum<kThreads>(static_cast<double>(sum));
@@ -91,9 +92,10 @@ bool is_aligned(const void* p, size_t bytes) {
 
 template <typename scalar_t, int kVec, typename Formula, bool kReduce, bool kGrad>
 void launch_main(const scalar_t* x, const scalar_t* t, scalar_t* loss, scalar_t* grad, int64_t n,
-                 Formula formula, double* block_sums, int blocks, cudaStream_t stream) {
+                 Formula formula, acc_t<scalar_t> grad_scale, double* block_sums, int blocks,
+                 cudaStream_t stream) {
   pointwise_loss_kernel<scalar_t, kVec, Formula, kReduce, kGrad>
-      <<<blocks, kThreads, 0, stream>>>(x, t, loss, grad, n, formula, block_sums);
+      <<<blocks, kThreads, 0, stream>>>(x, t, loss, grad, n, formula, grad_scale, block_sums);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -111,6 +113,7 @@ void launch_vec(const PointwiseLossSpec& spec, const at::Tensor& input, const at
   const int max_blocks = at::cuda::getCurrentDeviceProperties()->multiProcessorCount * kBlocksPerSM;
   const int blocks = static_cast<int>(std::min<int64_t>(max_blocks, (work + kThreads - 1) / kThreads));
   auto stream = at::cuda::getCurrentCUDAStream();
+  const auto scale = static_cast<acc_t<scalar_t>>(spec.grad_scale);
 
   at::Tensor block_sums;
   double* sums = nullptr;
@@ -119,15 +122,15 @@ void launch_vec(const PointwiseLossSpec& spec, const at::Tensor& input, const at
     sums = block_sums.mutable_data_ptr<double>();
   }
   if (reduce) {
-    g ? launch_main<scalar_t, kVec, Formula, true, true>(x, t, l, g, n, formula, sums, blocks, stream)
-      : launch_main<scalar_t, kVec, Formula, true, false>(x, t, l, g, n, formula, sums, blocks, stream);
+    g ? launch_main<scalar_t, kVec, Formula, true, true>(x, t, l, g, n, formula, scale, sums, blocks, stream)
+      : launch_main<scalar_t, kVec, Formula, true, false>(x, t, l, g, n, formula, scale, sums, blocks, stream);
     const double divisor = spec.reduction == at::Reduction::Mean ? static_cast<double>(n) : 1.0;
     finish_sum_kernel<scalar_t><<<1, kThreads, 0, stream>>>(sums, blocks, divisor,
                                                             loss.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {
-    g ? launch_main<scalar_t, kVec, Formula, false, true>(x, t, l, g, n, formula, sums, blocks, stream)
-      : launch_main<scalar_t, kVec, Formula, false, false>(x, t, l, g, n, formula, sums, blocks, stream);
+    g ? launch_main<scalar_t, kVec, Formula, false, true>(x, t, l, g, n, formula, scale, sums, blocks, stream)
+      : launch_main<scalar_t, kVec, Formula, false, false>(x, t, l, g, n, formula, scale, sums, blocks, stream);
   }
 }
 

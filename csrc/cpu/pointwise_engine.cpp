@@ -5,11 +5,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <c10/util/Half.h>
-#include <c10/util/BFloat16.h>
 
 #include <vector>
 
+#include "cpu/element_convert.h"
 #include "kernels/pointwise_loss.h"
 
 // The hot loop is compiled twice, for baseline x86-64 and for AVX2+FMA (Haswell and later), and
@@ -33,20 +32,21 @@ using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float
 // One block: d = x - t, loss (stored or summed), gradient (stored when kGrad).
 template <typename scalar_t, typename Formula, bool kReduce, bool kGrad>
 FUSEDLOSS_CPU_CLONES double run_block(const scalar_t* x, const scalar_t* t, scalar_t* loss,
-                                      scalar_t* grad, int64_t n, Formula formula) {
+                                      scalar_t* grad, int64_t n, Formula formula,
+                                      acc_t<scalar_t> grad_scale) {
   using acc = acc_t<scalar_t>;
   acc sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < n; ++i) {
-    const acc d = static_cast<acc>(x[i]) - static_cast<acc>(t[i]);
+    const acc d = load_as_acc(x[i]) - load_as_acc(t[i]);
     const acc value = formula.value(d);
     if constexpr (kReduce) {
       sum += value;
     } else {
-      loss[i] = static_cast<scalar_t>(value);
+      loss[i] = store_from_acc<scalar_t>(value);
     }
     if constexpr (kGrad) {
-      grad[i] = static_cast<scalar_t>(formula.derivative(d));
+      grad[i] = store_from_acc<scalar_t>(formula.derivative(d) * grad_scale);
     }
   }
   return static_cast<double>(sum);
@@ -54,7 +54,7 @@ FUSEDLOSS_CPU_CLONES double run_block(const scalar_t* x, const scalar_t* t, scal
 
 template <typename scalar_t, typename Formula, bool kReduce, bool kGrad>
 double run(const scalar_t* x, const scalar_t* t, scalar_t* loss, scalar_t* grad, int64_t n,
-           Formula formula) {
+           Formula formula, acc_t<scalar_t> grad_scale) {
   const int64_t num_chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> chunk_sums(static_cast<size_t>(num_chunks), 0.0);
   at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
@@ -65,7 +65,8 @@ double run(const scalar_t* x, const scalar_t* t, scalar_t* loss, scalar_t* grad,
       for (int64_t b = begin; b < end; b += kBlock) {
         const int64_t len = std::min(kBlock, end - b);
         chunk_sum += run_block<scalar_t, Formula, kReduce, kGrad>(
-            x + b, t + b, kReduce ? nullptr : loss + b, kGrad ? grad + b : nullptr, len, formula);
+            x + b, t + b, kReduce ? nullptr : loss + b, kGrad ? grad + b : nullptr, len, formula,
+            grad_scale);
       }
       chunk_sums[static_cast<size_t>(c)] = chunk_sum;
     }
@@ -82,17 +83,18 @@ void launch(const PointwiseLossSpec& spec, const at::Tensor& input, const at::Te
   const scalar_t* x = input.const_data_ptr<scalar_t>();
   const scalar_t* t = target.const_data_ptr<scalar_t>();
   scalar_t* g = grad.defined() ? grad.mutable_data_ptr<scalar_t>() : nullptr;
+  const auto scale = static_cast<acc_t<scalar_t>>(spec.grad_scale);
   if (spec.reduction == at::Reduction::None) {
     scalar_t* l = loss.mutable_data_ptr<scalar_t>();
     if (g) {
-      run<scalar_t, Formula, false, true>(x, t, l, g, n, formula);
+      run<scalar_t, Formula, false, true>(x, t, l, g, n, formula, scale);
     } else {
-      run<scalar_t, Formula, false, false>(x, t, l, nullptr, n, formula);
+      run<scalar_t, Formula, false, false>(x, t, l, nullptr, n, formula, scale);
     }
     return;
   }
-  double total = g ? run<scalar_t, Formula, true, true>(x, t, nullptr, g, n, formula)
-                   : run<scalar_t, Formula, true, false>(x, t, nullptr, nullptr, n, formula);
+  double total = g ? run<scalar_t, Formula, true, true>(x, t, nullptr, g, n, formula, scale)
+                   : run<scalar_t, Formula, true, false>(x, t, nullptr, nullptr, n, formula, scale);
   if (spec.reduction == at::Reduction::Mean) {
     total /= static_cast<double>(n);  // 0/0 = NaN for empty input, as torch
   }

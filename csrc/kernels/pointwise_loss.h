@@ -14,6 +14,7 @@ struct PointwiseLossSpec {
   PointwiseLoss loss;
   double param;                       // delta (Huber), beta (SmoothL1); unused otherwise
   at::Reduction::Reduction reduction; // torch's own enum: None, Mean, Sum
+  double grad_scale = 1.0;            // multiplies every gradient element (1/n folds in a mean)
 };
 
 // Calls fn(formula) with the formula of spec.loss in accumulation type T.
@@ -42,8 +43,7 @@ namespace fusedloss {
 
 // The engines. input and target are contiguous, of one floating dtype and one numel n. loss is
 // [n] for Reduction::None and 0-d otherwise (it receives the sum or the mean). grad, when defined,
-// is [n] and receives d(loss_i)/d(input_i) unscaled by the reduction: the autograd layer applies
-// 1/n and grad_output in backward, so half-precision gradients never underflow here.
+// is [n] and receives spec.grad_scale * d(loss_i)/d(input_i).
 namespace cpu {
 void pointwise_loss_kernel(const PointwiseLossSpec& spec, const at::Tensor& input,
                            const at::Tensor& target, const at::Tensor& loss, const at::Tensor& grad);

@@ -9,6 +9,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "cpu/gradient_allocator.h"
 #include "kernels/pointwise_loss.h"
 
 namespace fusedloss {
@@ -85,8 +86,9 @@ using EngineFn = void (*)(const PointwiseLossSpec&, const Tensor&, const Tensor&
 template <EngineFn engine>
 std::tuple<Tensor, Tensor> forward_on_device(const Tensor& input, const Tensor& target,
                                              c10::string_view op, double param,
-                                             c10::string_view reduction, bool compute_grad) {
-  const auto spec = parse_spec(op, param, reduction);
+                                             c10::string_view reduction, bool compute_grad,
+                                             bool mean_in_grad) {
+  auto spec = parse_spec(op, param, reduction);
   const auto dtype = check_inputs(op, input, target);
   const auto sym_shape = broadcast_shape(op, input, target);
   const auto shape = C10_AS_INTARRAYREF_SLOW(sym_shape);
@@ -94,14 +96,18 @@ std::tuple<Tensor, Tensor> forward_on_device(const Tensor& input, const Tensor& 
   const Tensor t = target.to(dtype).expand(shape).contiguous();
   Tensor loss = spec.reduction == at::Reduction::None ? at::empty(shape, x.options())
                                                       : at::empty({}, x.options());
-  Tensor grad = at::empty(compute_grad ? shape : at::IntArrayRef{0}, x.options());
+  Tensor grad = compute_grad ? cpu::empty_gradient(shape, x.options()) : at::empty({0}, x.options());
+  if (mean_in_grad && spec.reduction == at::Reduction::Mean) {
+    spec.grad_scale = 1.0 / static_cast<double>(x.numel());
+  }
   engine(spec, x, t, loss, compute_grad ? grad : Tensor());
   return {loss, grad};
 }
 
 std::tuple<Tensor, Tensor> forward_meta(const Tensor& input, const Tensor& target,
                                         c10::string_view op, double param,
-                                        c10::string_view reduction, bool compute_grad) {
+                                        c10::string_view reduction, bool compute_grad,
+                                        bool /*mean_in_grad*/) {
   const auto spec = parse_spec(op, param, reduction);
   const auto options = input.options().dtype(check_inputs(op, input, target));
   const auto shape = broadcast_shape(op, input, target);
@@ -113,30 +119,31 @@ std::tuple<Tensor, Tensor> forward_meta(const Tensor& input, const Tensor& targe
 
 // The public ops below autograd (no gradient wanted): the loss alone.
 Tensor mse_loss(const Tensor& input, const Tensor& target, c10::string_view reduction) {
-  return std::get<0>(pointwise_loss_forward(input, target, "mse_loss", 0.0, reduction, false));
+  return std::get<0>(pointwise_loss_forward(input, target, "mse_loss", 0.0, reduction));
 }
 Tensor l1_loss(const Tensor& input, const Tensor& target, c10::string_view reduction) {
-  return std::get<0>(pointwise_loss_forward(input, target, "l1_loss", 0.0, reduction, false));
+  return std::get<0>(pointwise_loss_forward(input, target, "l1_loss", 0.0, reduction));
 }
 Tensor huber_loss(const Tensor& input, const Tensor& target, c10::string_view reduction,
                   double delta) {
-  return std::get<0>(pointwise_loss_forward(input, target, "huber_loss", delta, reduction, false));
+  return std::get<0>(pointwise_loss_forward(input, target, "huber_loss", delta, reduction));
 }
 Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, c10::string_view reduction,
                       double beta) {
   return std::get<0>(
-      pointwise_loss_forward(input, target, "smooth_l1_loss", beta, reduction, false));
+      pointwise_loss_forward(input, target, "smooth_l1_loss", beta, reduction));
 }
 
 }  // namespace
 
 std::tuple<Tensor, Tensor> pointwise_loss_forward(const Tensor& input, const Tensor& target,
                                                   c10::string_view loss, double param,
-                                                  c10::string_view reduction, bool compute_grad) {
+                                                  c10::string_view reduction, bool compute_grad,
+                                                  bool mean_in_grad) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fusedloss::_pointwise_loss_forward", "")
                        .typed<decltype(pointwise_loss_forward)>();
-  return op.call(input, target, loss, param, reduction, compute_grad);
+  return op.call(input, target, loss, param, reduction, compute_grad, mean_in_grad);
 }
 
 }  // namespace ops
@@ -152,7 +159,7 @@ TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
       "Tensor");
   m.def(
       "_pointwise_loss_forward(Tensor input, Tensor target, str loss, float param, str reduction, "
-      "bool compute_grad) -> (Tensor loss, Tensor grad)");
+      "bool compute_grad, bool mean_in_grad=False) -> (Tensor loss, Tensor grad)");
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CompositeExplicitAutograd, m) {

@@ -364,3 +364,52 @@ def test_modules_are_drop_in(ours_cls, torch_cls, kwargs):
     x, y = make_pair((6, 2), torch.float32, "cpu")
     assert_close(ours(x, y), reference(x, y))
     assert repr(ours) == repr(reference)
+
+
+# ---- backward reuses the saved gradient in place only when the graph is freed ----
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name", LOSSES)
+def test_backward_twice_with_retain_graph(name, reduction):
+    ours_fn, torch_fn, options = LOSSES[name]
+    x, y = make_pair((64,), torch.float32, "cpu")
+    grads = []
+    for fn in (ours_fn, torch_fn):
+        xg = x.clone().requires_grad_()
+        yg = y.clone().requires_grad_()
+        loss = fn(xg, yg, reduction=reduction, **options)
+        grad_output = torch.full_like(loss, 0.5)
+        first = torch.autograd.grad(loss, (xg, yg), grad_output, retain_graph=True)
+        loss.backward(grad_output * 3, retain_graph=True)
+        loss.backward(grad_output)
+        grads.append((*first, xg.grad, yg.grad))
+    for ours, expected in zip(*grads):
+        assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_gradient_flows_into_the_graph_before_the_loss(name):
+    ours_fn, torch_fn, options = LOSSES[name]
+    x, y = make_pair((300,), torch.float32, "cpu")
+    weights = []
+    for fn in (ours_fn, torch_fn):
+        w = torch.full((300,), 0.7, requires_grad=True)
+        loss = fn((x * w).tanh(), y, **options) * 2.5
+        loss.backward()
+        weights.append(w.grad)
+    assert_close(*weights)
+
+
+def test_gradient_buffer_becomes_input_grad_without_copy():
+    # With a plain loss.backward() the fused forward's gradient buffer is handed to x.grad.
+    x, y = make_pair((1 << 20,), torch.float32, "cpu")
+    x.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t,
+                                                  lambda t: t):
+        loss = FL.mse_loss(x, y)
+    loss.backward()
+    assert x.grad.data_ptr() == saved[0]
+    expected = 2 * (x.detach() - y) / x.numel()
+    assert_close(x.grad, expected)
+    x.grad.resize_(10)  # an ordinary, resizable tensor (our allocator backs it)

@@ -1,0 +1,78 @@
+"""Shared pieces of the side-by-side benchmarks: timing, bytes kept for backward, GPU peak memory,
+a copy baseline, and writing the Markdown and CSV results."""
+
+import csv
+import os
+import platform
+
+import torch
+from torch.utils import benchmark
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def synchronize(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn, device, min_run_time=1.0):
+    """Median wall time of fn() over repeated runs (torch.utils.benchmark, all threads)."""
+    fn()  # warm-up (and compilation for torch.compile)
+    synchronize(device)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def copy_bandwidth(numel, device):
+    """Bytes per second of a plain copy (read + write) of numel float32 values."""
+    src = torch.randn(numel, device=device)
+    dst = torch.empty_like(src)
+    seconds = median_seconds(lambda: dst.copy_(src), device)
+    return 2 * numel * 4 / seconds
+
+
+def saved_bytes(fn):
+    """Bytes autograd keeps for backward while fn() builds its graph (saved-tensor hooks)."""
+    sizes = []
+
+    def pack(tensor):
+        sizes.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(sizes), out
+
+
+def peak_cuda_bytes(fn, device):
+    """Peak CUDA memory above what was allocated before fn() ran."""
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def machine_description(device):
+    if str(device).startswith("cuda"):
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+
+def write_results(name, rows, columns, header):
+    """Writes results/<name>.md (a titled Markdown table) and results/<name>.csv."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, f"{name}.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
+        f.write(text)
+    print(text)
