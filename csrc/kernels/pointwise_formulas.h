@@ -43,8 +43,10 @@ struct HuberLoss {
     const T z = absolute(d);
     return z < delta ? T(0.5) * z * z : delta * (z - T(0.5) * delta);
   }
+  // clamp(d, -delta, delta), written so NaN passes through (as in torch) and x86 gets min/max.
   C10_HOST_DEVICE T derivative(T d) const {
-    return d <= -delta ? -delta : (d >= delta ? delta : d);
+    const T upper = d > delta ? delta : d;
+    return upper < -delta ? -delta : upper;
   }
 };
 
@@ -57,8 +59,11 @@ struct SmoothL1Loss {
     const T z = absolute(d);
     return z < beta ? T(0.5) * z * z / beta : z - T(0.5) * beta;
   }
+  // clamp(d / beta, -1, 1), NaN passing through.
   C10_HOST_DEVICE T derivative(T d) const {
-    return d < -beta ? T(-1) : (d > beta ? T(1) : d / beta);
+    const T ratio = d / beta;
+    const T upper = ratio > T(1) ? T(1) : ratio;
+    return upper < T(-1) ? T(-1) : upper;
   }
 };
 
