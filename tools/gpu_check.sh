@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU check, for the lent H200 machine (its own torch, nvcc, CMake, Ninja, pytest; no network):
+# builds from source for sm_90, runs every test (the CUDA ones included) and the GPU benchmark,
+# and writes the results under $OUT. Sized to finish in under 8 minutes.
+#
+#   OUT=/some/dir tools/gpu_check.sh
+#
+# No pip install and no download: the library is loaded from the build tree (FUSEDLOSS_LIBRARY).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/fusedloss_gpu_check}
+mkdir -p "$OUT"
+summary="$OUT/summary.txt"
+: >"$summary"
+say() { echo "$*" | tee -a "$summary"; }
+
+say "== $(date -u) on $(hostname)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$summary"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" 2>&1 | tee -a "$summary"
+
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+build=build/gpu_check
+tests=OFF
+[ -f /usr/include/gtest/gtest.h ] && tests=ON
+say "== build (GoogleTest: $tests)"
+start=$(date +%s)
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFUSEDLOSS_BUILD_TESTS=$tests \
+  -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+  >"$OUT/build.log" 2>&1 &&
+  cmake --build "$build" --parallel "$(nproc)" >>"$OUT/build.log" 2>&1
+build_rc=$?
+say "build rc=$build_rc in $(( $(date +%s) - start )) s"
+if [ $build_rc -ne 0 ]; then
+  tail -n 60 "$OUT/build.log" | tee -a "$summary"
+  exit 1
+fi
+
+export FUSEDLOSS_LIBRARY=$PWD/$build/libfusedloss.so
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+if [ "$tests" = ON ]; then
+  say "== GoogleTest"
+  timeout 120 ctest --test-dir "$build" --output-on-failure >"$OUT/ctest.txt" 2>&1
+  say "ctest rc=$? $(grep -E 'tests passed|tests failed' "$OUT/ctest.txt")"
+fi
+
+say "== pytest (CPU and CUDA)"
+timeout 240 python3 -m pytest tests/python -q -rs -p no:cacheprovider >"$OUT/pytest.txt" 2>&1
+say "pytest rc=$? $(tail -n 1 "$OUT/pytest.txt")"
+
+say "== benchmark (CUDA)"
+timeout 180 python3 benchmarks/bench_pointwise.py --device cuda --sizes 1M 16M 256M \
+  --min-run-time 0.3 >"$OUT/bench.log" 2>&1
+say "benchmark rc=$?"
+cp benchmarks/results/pointwise_cuda.md benchmarks/results/pointwise_cuda.csv "$OUT/" 2>/dev/null
+cat "$OUT/pointwise_cuda.md" 2>/dev/null | tee -a "$summary"
+say "== done $(date -u)"
