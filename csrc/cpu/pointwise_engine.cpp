@@ -11,10 +11,11 @@
 #include "cpu/element_convert.h"
 #include "kernels/pointwise_loss.h"
 
-// The hot loop is compiled twice, for baseline x86-64 and for AVX2+FMA (Haswell and later), and
-// the loader picks the best at run time (GCC/Clang function multi-versioning).
+// The hot loop is compiled twice, for baseline x86-64 (SSE2) and for AVX2, and the loader picks
+// by the CPU's features at run time (function multi-versioning). A feature, not "arch=haswell":
+// an arch clone is chosen only on that CPU model, so AMD processors would never get it.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FUSEDLOSS_CPU_CLONES __attribute__((target_clones("default", "arch=haswell")))
+#define FUSEDLOSS_CPU_CLONES __attribute__((target_clones("default", "avx2")))
 #else
 #define FUSEDLOSS_CPU_CLONES
 #endif
