@@ -10,7 +10,11 @@ import torch
 from torch import Tensor
 from torch.nn import _reduction as _Reduction
 
-__all__ = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss"]
+__all__ = [
+    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+    "soft_margin_loss", "hinge_embedding_loss", "hinge_loss",
+]
 
 
 def _warn_if_sizes_differ(input: Tensor, target: Tensor) -> None:
@@ -110,3 +114,90 @@ def smooth_l1_loss(
     _warn_if_sizes_differ(input, target)
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.smooth_l1_loss(input, target, reduction, beta)
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Binary cross entropy on probabilities; see torch.nn.functional.binary_cross_entropy."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(
+            f"Using a target size ({target.size()}) that is different to the input size "
+            f"({input.size()}) is deprecated. Please ensure they have the same size."
+        )
+    return torch.ops.fusedloss.binary_cross_entropy(input, target, weight, reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    pos_weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Sigmoid + binary cross entropy, fused and stable for any logit; see torch's."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(
+            f"Target size ({target.size()}) must be the same as input size ({input.size()})"
+        )
+    return torch.ops.fusedloss.binary_cross_entropy_with_logits(
+        input, target, weight, pos_weight, reduction
+    )
+
+
+def sigmoid_focal_loss(
+    inputs: Tensor,
+    targets: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "none",
+) -> Tensor:
+    """Focal loss of RetinaNet on logits, as torchvision.ops.sigmoid_focal_loss:
+    alpha_t * BCE-with-logits * (1 - p_t)^gamma; alpha < 0 disables the alpha weighting."""
+    return torch.ops.fusedloss.sigmoid_focal_loss(inputs, targets, alpha, gamma, reduction)
+
+
+def soft_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """log(1 + exp(-target * input)), computed without overflow; see torch's."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.soft_margin_loss(input, target, reduction)
+
+
+def hinge_embedding_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 1.0,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """input where target is 1, max(0, margin - input) where it is -1; see torch's."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.hinge_embedding_loss(input, target, margin, reduction)
+
+
+def hinge_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 1.0,
+    squared: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """Binary SVM (max-margin) loss max(0, margin - target * input), squared for the L2-SVM;
+    target holds the labels -1 and 1 (anything else is a ValueError)."""
+    return torch.ops.fusedloss.hinge_loss(input, target, margin, squared, reduction)

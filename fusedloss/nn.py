@@ -4,10 +4,14 @@ whole change, and isinstance checks against the torch class still hold."""
 
 import torch
 from torch import Tensor
+from torch.nn.modules.loss import _Loss
 
 from . import functional as F
 
-__all__ = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss"]
+__all__ = [
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss",
+]
 
 
 class MSELoss(torch.nn.MSELoss):
@@ -28,3 +32,53 @@ class HuberLoss(torch.nn.HuberLoss):
 class SmoothL1Loss(torch.nn.SmoothL1Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class BCELoss(torch.nn.BCELoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(
+            input, target, self.weight, pos_weight=self.pos_weight, reduction=self.reduction
+        )
+
+
+class SoftMarginLoss(torch.nn.SoftMarginLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.soft_margin_loss(input, target, reduction=self.reduction)
+
+
+class HingeEmbeddingLoss(torch.nn.HingeEmbeddingLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.hinge_embedding_loss(input, target, margin=self.margin, reduction=self.reduction)
+
+
+class SigmoidFocalLoss(_Loss):
+    """Module form of fusedloss.functional.sigmoid_focal_loss (torchvision's formula)."""
+
+    __constants__ = ["alpha", "gamma", "reduction"]
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none") -> None:
+        super().__init__(reduction=reduction)
+        self.alpha = alpha
+        self.gamma = gamma
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.sigmoid_focal_loss(input, target, self.alpha, self.gamma, self.reduction)
+
+
+class HingeLoss(_Loss):
+    """Binary SVM loss max(0, margin - target * input) (squared: the L2-SVM), labels -1 and 1."""
+
+    __constants__ = ["margin", "squared", "reduction"]
+
+    def __init__(self, margin: float = 1.0, squared: bool = False, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.margin = margin
+        self.squared = squared
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.hinge_loss(input, target, self.margin, self.squared, self.reduction)

@@ -1,10 +1,9 @@
 // Autograd for the pointwise losses, in C++ so that TorchScript and LibTorch programs get it too.
 //
-// The forward asks the fused op for the loss and the per-element gradient together and saves only
-// that gradient (for float32/float64 and reduction='mean' it already includes the 1/n). Backward
-// is then a scale by grad_output, done in place on the saved buffer when the graph is not kept, and
-// skipped when grad_output is 1 on the CPU: a plain loss.backward() moves no memory at all. The
-// regression losses depend on input - target, so d/d(target) = -d/d(input).
+// The forward asks the fused op for the loss and the per-element gradients together and saves
+// only those (for float32/float64 and reduction='mean' they already include the 1/n). Backward is
+// then a scale by grad_output, done in place on the saved buffer when the graph is not kept, and
+// skipped when grad_output is 1 on the CPU: a plain loss.backward() moves no memory at all.
 
 #include <ATen/ExpandUtils.h>
 #include <ATen/TensorSubclassLikeUtils.h>
@@ -19,6 +18,8 @@ namespace autograd {
 namespace {
 
 using at::Tensor;
+using ops::OptionalTensor;
+using ops::TargetGradient;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -29,17 +30,33 @@ bool is_plain_cpu_one(const Tensor& scale) {
          scale.item<double>() == 1.0;
 }
 
+// gradient * scale, reusing the saved buffer when this backward is its last use.
+Tensor scaled(Tensor gradient, const Tensor& scale, bool reduced) {
+  if (reduced && is_plain_cpu_one(scale)) return gradient;
+  if (!torch::autograd::get_current_graph_task_keep_graph()) {
+    // The graph is freed after this backward: the engine releases the saved variable next, and
+    // the buffer moves on (into input.grad) with no copy.
+    return gradient.mul_(scale);
+  }
+  return gradient.mul(scale);
+}
+
 class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& target,
-                        const std::string& op, double param, const std::string& reduction) {
+                        const OptionalTensor& weight, const OptionalTensor& pos_weight,
+                        const std::string& op, const std::vector<double>& params,
+                        const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     // 1/n in half precision could underflow the saved gradient; those dtypes get it in backward.
     const bool mean_in_grad = !at::isReducedFloatingType(
         c10::promoteTypes(input.scalar_type(), target.scalar_type()));
-    auto [loss, gradient] = ops::pointwise_loss_forward(input, target, op, param, reduction,
-                                                        /*compute_grad=*/true, mean_in_grad);
-    ctx->save_for_backward({gradient});
+    const bool target_formula = target.requires_grad() &&
+                                ops::target_gradient(op) == TargetGradient::Formula;
+    auto [loss, grad_input, grad_target] =
+        ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction,
+                                    /*compute_grad=*/true, target_formula, mean_in_grad);
+    ctx->save_for_backward({grad_input, grad_target});
     ctx->saved_data["input_shape"] = input.sym_sizes();
     ctx->saved_data["target_shape"] = target.sym_sizes();
     ctx->saved_data["op"] = op;
@@ -54,66 +71,65 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     // autograd, so its second derivative would silently be zero: refuse instead.
     TORCH_CHECK(!at::GradMode::is_enabled(), "fusedloss.", op,
                 ": double backward (backward with create_graph=True) is not supported; the fused "
-                "kernel saves only the first derivative. Use torch.nn.functional.", op,
+                "kernel saves only the first derivative. Compute the loss with torch.nn.functional"
                 " where second derivatives are needed.");
-    Tensor gradient = ctx->get_saved_variables()[0];
+    const auto saved = ctx->get_saved_variables();
     const std::string& reduction = ctx->saved_data["reduction"].toStringRef();
+    const bool reduced = reduction != "none";
 
     Tensor scale = grad_outputs[0];  // per element for 'none', a 0-d tensor otherwise
-    if (reduction != "none") {
+    if (reduced) {
       // Scale in float or double: a half-precision 1/n would underflow for large n.
       if (at::isReducedFloatingType(scale.scalar_type())) scale = scale.to(at::kFloat);
       if (reduction == "mean" && !ctx->saved_data["mean_in_grad"].toBool()) {
-        scale = scale.div(c10::Scalar(gradient.sym_numel()));
+        scale = scale.div(c10::Scalar(saved[0].sym_numel()));
       }
     }
 
-    Tensor grad_input, grad_target;
+    Tensor grad_target;
     if (ctx->needs_input_grad(1)) {
-      grad_target = gradient.mul(scale).neg_();
-      grad_target = at::sum_to(grad_target, ctx->saved_data["target_shape"].toSymIntVector());
-    }
-    if (ctx->needs_input_grad(0)) {
-      if (reduction != "none" && is_plain_cpu_one(scale)) {
-        grad_input = gradient;
-      } else if (!torch::autograd::get_current_graph_task_keep_graph()) {
-        // The graph is freed after this backward, so the saved buffer is ours to reuse: the engine
-        // releases the saved variable next, and the gradient moves into input.grad with no copy.
-        grad_input = gradient.mul_(scale);
-      } else {
-        grad_input = gradient.mul(scale);
+      switch (ops::target_gradient(op)) {
+        case TargetGradient::NegatedInputGradient:
+          grad_target = saved[0].mul(scale).neg_();
+          break;
+        case TargetGradient::Formula:
+          grad_target = scaled(saved[1], scale, reduced);
+          break;
+        case TargetGradient::NotDifferentiable:
+          TORCH_CHECK(false, "fusedloss.", op, ": not differentiable with respect to argument "
+                      "'target' (as torch). Pass a target that does not require grad.");
+        case TargetGradient::None:
+          break;
       }
-      grad_input = at::sum_to(grad_input, ctx->saved_data["input_shape"].toSymIntVector());
+      if (grad_target.defined()) {
+        grad_target = at::sum_to(grad_target, ctx->saved_data["target_shape"].toSymIntVector());
+      }
     }
-    return {grad_input, grad_target, Tensor(), Tensor(), Tensor()};
+    Tensor grad_input;
+    if (ctx->needs_input_grad(0)) {
+      grad_input = at::sum_to(scaled(saved[0], scale, reduced),
+                              ctx->saved_data["input_shape"].toSymIntVector());
+    }
+    return {grad_input, grad_target, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
-// The Autograd-key kernel shared by the family: the fused path only when a gradient can flow.
-Tensor pointwise_loss(const Tensor& input, const Tensor& target, const std::string& op,
-                      double param, c10::string_view reduction) {
-  const bool wants_grad =
-      at::GradMode::is_enabled() && (input.requires_grad() || target.requires_grad());
-  if (!wants_grad) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return std::get<0>(ops::pointwise_loss_forward(input, target, op, param, reduction));
+// The Autograd-key kernel of every pointwise op: the fused path only when a gradient can flow.
+Tensor with_gradients(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
+                      const OptionalTensor& pos_weight, const char* op,
+                      std::vector<double> params, c10::string_view reduction) {
+  const bool grad_mode = at::GradMode::is_enabled();
+  for (const auto& [name, tensor] : {std::pair{"weight", &weight}, {"pos_weight", &pos_weight}}) {
+    TORCH_CHECK(!grad_mode || !tensor->has_value() || !(*tensor)->requires_grad(), "fusedloss.",
+                op, ": the derivative for '", name, "' is not implemented (as in torch)");
   }
-  return PointwiseLossFunction::apply(input, target, op, param, std::string(reduction));
-}
-
-Tensor mse_loss(const Tensor& input, const Tensor& target, c10::string_view reduction) {
-  return pointwise_loss(input, target, "mse_loss", 0.0, reduction);
-}
-Tensor l1_loss(const Tensor& input, const Tensor& target, c10::string_view reduction) {
-  return pointwise_loss(input, target, "l1_loss", 0.0, reduction);
-}
-Tensor huber_loss(const Tensor& input, const Tensor& target, c10::string_view reduction,
-                  double delta) {
-  return pointwise_loss(input, target, "huber_loss", delta, reduction);
-}
-Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, c10::string_view reduction,
-                      double beta) {
-  return pointwise_loss(input, target, "smooth_l1_loss", beta, reduction);
+  if (!grad_mode || !(input.requires_grad() || target.requires_grad())) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return std::get<0>(ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params,
+                                                   reduction));
+  }
+  return PointwiseLossFunction::apply(input, target, weight, pos_weight, std::string(op), params,
+                                      std::string(reduction));
 }
 
 }  // namespace
@@ -121,9 +137,5 @@ Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, c10::string_vie
 }  // namespace fusedloss
 
 TORCH_LIBRARY_IMPL(fusedloss, Autograd, m) {
-  using namespace fusedloss::autograd;
-  m.impl("mse_loss", TORCH_FN(mse_loss));
-  m.impl("l1_loss", TORCH_FN(l1_loss));
-  m.impl("huber_loss", TORCH_FN(huber_loss));
-  m.impl("smooth_l1_loss", TORCH_FN(smooth_l1_loss));
+  FUSEDLOSS_IMPL_POINTWISE_OPS(m, &fusedloss::autograd::with_gradients);
 }

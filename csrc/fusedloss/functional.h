@@ -4,8 +4,10 @@
 // switching from torch::nn::functional::mse_loss is a change of namespace.
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/arg.h>
 #include <torch/nn/options/loss.h>
 
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -36,7 +38,28 @@ using PointwiseLossOp = at::Tensor(const at::Tensor&, const at::Tensor&, c10::st
 using PointwiseLossWithParamOp = at::Tensor(const at::Tensor&, const at::Tensor&,
                                             c10::string_view, double);
 
+// An undefined tensor (torch's options use that for "no weight") as an absent optional.
+inline std::optional<at::Tensor> optional(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+using Reduction = std::variant<torch::enumtype::kNone, torch::enumtype::kMean,
+                               torch::enumtype::kSum>;
+
 }  // namespace detail
+
+// Options of the losses torch has no module for.
+struct SigmoidFocalLossOptions {
+  TORCH_ARG(double, alpha) = 0.25;  // weight of positives; negative: no weighting
+  TORCH_ARG(double, gamma) = 2.0;   // focusing exponent, >= 0
+  TORCH_ARG(detail::Reduction, reduction) = torch::kNone;  // torchvision's default
+};
+
+struct HingeLossOptions {
+  TORCH_ARG(double, margin) = 1.0;
+  TORCH_ARG(bool, squared) = false;  // the L2-SVM
+  TORCH_ARG(detail::Reduction, reduction) = torch::kMean;
+};
 
 using MSELossFuncOptions = torch::nn::MSELossOptions;
 using L1LossFuncOptions = torch::nn::L1LossOptions;
@@ -69,6 +92,72 @@ inline at::Tensor smooth_l1_loss(const at::Tensor& input, const at::Tensor& targ
   // torch's SmoothL1LossOptions keeps beta optional (unset means 1.0).
   return handle.call(input, target, detail::reduction_name(options.reduction()),
                      options.beta().value_or(1.0));
+}
+
+using BinaryCrossEntropyFuncOptions = torch::nn::BCELossOptions;
+using BinaryCrossEntropyWithLogitsFuncOptions = torch::nn::BCEWithLogitsLossOptions;
+using SoftMarginLossFuncOptions = torch::nn::SoftMarginLossOptions;
+using HingeEmbeddingLossFuncOptions = torch::nn::HingeEmbeddingLossOptions;
+using SigmoidFocalLossFuncOptions = SigmoidFocalLossOptions;
+using HingeLossFuncOptions = HingeLossOptions;
+
+// Probabilities in [0, 1]; `weight` rescales each element (broadcast to input).
+inline at::Tensor binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
+                                       const BinaryCrossEntropyFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&,
+                            const std::optional<at::Tensor>&, c10::string_view)>(
+          "fusedloss::binary_cross_entropy");
+  return handle.call(input, target, detail::optional(options.weight()),
+                     detail::reduction_name(options.reduction()));
+}
+
+// Logits; `pos_weight` weighs the positives of each class (broadcast along the last dimension).
+inline at::Tensor binary_cross_entropy_with_logits(
+    const at::Tensor& input, const at::Tensor& target,
+    const BinaryCrossEntropyWithLogitsFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&,
+                            const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                            c10::string_view)>("fusedloss::binary_cross_entropy_with_logits");
+  return handle.call(input, target, detail::optional(options.weight()),
+                     detail::optional(options.pos_weight()),
+                     detail::reduction_name(options.reduction()));
+}
+
+// torchvision.ops.sigmoid_focal_loss on logits.
+inline at::Tensor sigmoid_focal_loss(const at::Tensor& inputs, const at::Tensor& targets,
+                                     const SigmoidFocalLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, double, double,
+                            c10::string_view)>("fusedloss::sigmoid_focal_loss");
+  return handle.call(inputs, targets, options.alpha(), options.gamma(),
+                     detail::reduction_name(options.reduction()));
+}
+
+inline at::Tensor soft_margin_loss(const at::Tensor& input, const at::Tensor& target,
+                                   const SoftMarginLossFuncOptions& options = {}) {
+  static const auto handle = detail::op<detail::PointwiseLossOp>("fusedloss::soft_margin_loss");
+  return handle.call(input, target, detail::reduction_name(options.reduction()));
+}
+
+inline at::Tensor hinge_embedding_loss(const at::Tensor& input, const at::Tensor& target,
+                                       const HingeEmbeddingLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::string_view)>(
+          "fusedloss::hinge_embedding_loss");
+  return handle.call(input, target, options.margin(),
+                     detail::reduction_name(options.reduction()));
+}
+
+// max(0, margin - target * input) (squared: its square); target holds the labels -1 and 1.
+inline at::Tensor hinge_loss(const at::Tensor& input, const at::Tensor& target,
+                             const HingeLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, double, bool,
+                            c10::string_view)>("fusedloss::hinge_loss");
+  return handle.call(input, target, options.margin(), options.squared(),
+                     detail::reduction_name(options.reduction()));
 }
 
 }  // namespace functional

@@ -1,8 +1,13 @@
 import os
 import sys
+import tempfile
 
-import pytest
-import torch
+# A fresh torch.compile cache per run: a cached graph of an earlier build of the library could
+# call its internal ops with their old signatures.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="fusedloss_inductor_"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 

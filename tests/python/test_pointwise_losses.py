@@ -218,7 +218,8 @@ def test_opcheck_internal_forward(device):
     x, y = make_pair((4, 3), torch.float32, device)
     for compute_grad in (False, True):
         torch.library.opcheck(
-            torch.ops.fusedloss._pointwise_loss_forward, (x, y, "huber_loss", 0.5, "sum", compute_grad)
+            torch.ops.fusedloss._pointwise_loss_forward,
+            (x, y, None, None, "huber_loss", [0.5], "sum", compute_grad),
         )
 
 
@@ -317,7 +318,7 @@ def test_integer_inputs_are_not_implemented_like_torch():
 
 
 def test_shape_mismatch_names_both_shapes():
-    with pytest.raises(RuntimeError, match=r"input of shape \[3, 2\] and target of shape \[4\] are not broadcastable"):
+    with pytest.raises(RuntimeError, match=r"input and target of shapes \[3, 2\] and \[4\] are not broadcastable"):
         torch.ops.fusedloss.mse_loss(torch.randn(3, 2), torch.randn(4), "mean")
 
 

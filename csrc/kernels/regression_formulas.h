@@ -1,21 +1,16 @@
 #pragma once
 // Per-element math of the regression losses, shared by the CPU and CUDA engines so the two can
 // never drift apart. Every formula is a function of d = input - target and gives the loss value
-// and d(loss)/d(input); d(loss)/d(target) is its negative. T is the accumulation type (float for
-// float/half/bfloat16 inputs, double for double).
+// and d(loss)/d(input); d(loss)/d(target) is its negative (see OfDifference in
+// pointwise_loss.h). T is the accumulation type (float for float/half/bfloat16, double for double).
 //
 // Branch conditions copy ATen's exactly, so the values at the kinks (d = 0 for L1, |d| = delta for
 // Huber, |d| = beta for SmoothL1) and the propagation of NaN are the same as torch's.
 
-#include <c10/macros/Macros.h>
-
-#include <cmath>
+#include "kernels/math.h"
 
 namespace fusedloss {
 namespace formulas {
-
-C10_HOST_DEVICE inline float absolute(float v) { return fabsf(v); }
-C10_HOST_DEVICE inline double absolute(double v) { return fabs(v); }
 
 // sign(d) with sign(0) = sign(NaN) = 0, as torch.sign and the subgradient torch uses for |d|.
 template <typename T>

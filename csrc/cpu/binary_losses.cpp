@@ -1,0 +1,17 @@
+// CPU engine instantiated for the binary classification and margin losses.
+
+#include "cpu/vector_math.h"  // first: SIMD declarations of exp/log before any other use
+
+#include "cpu/pointwise_engine.h"
+
+namespace fusedloss {
+namespace cpu {
+
+void binary_loss_kernel(const PointwiseLossSpec& spec, const PointwiseOperands& operands) {
+  engine::run_family(spec, operands, []<typename T>(const PointwiseLossSpec& s, auto&& fn) {
+    visit_binary_formula<T>(s, fn);
+  });
+}
+
+}  // namespace cpu
+}  // namespace fusedloss

@@ -1,0 +1,134 @@
+#pragma once
+// Per-element math of the binary classification and margin losses, shared by the CPU and CUDA
+// engines. Each formula sees one element: input x, target t, its `weight` w and `pos_weight` p
+// (1 where the loss has none), and gives the loss value, d(loss)/d(x) and, where torch has one,
+// d(loss)/d(t). T is the accumulation type. Where torch's own formula overflows (soft margin,
+// the target gradient of BCE-with-logits with pos_weight), the stable form is used instead.
+
+#include "kernels/math.h"
+
+namespace fusedloss {
+namespace formulas {
+
+// torch.nn.functional.binary_cross_entropy: x is a probability; each log is clamped at -100.
+template <typename T>
+struct BinaryCrossEntropy {
+  C10_HOST_DEVICE bool valid(T x, T /*t*/) const { return x >= T(0) && x <= T(1); }
+  C10_HOST_DEVICE T value(T x, T t, T w, T /*p*/) const {
+    T log_x = log_of(x), log_1mx = log1p_of(-x);
+    log_x = log_x < T(-100) ? T(-100) : log_x;
+    log_1mx = log_1mx < T(-100) ? T(-100) : log_1mx;
+    return w * ((t - T(1)) * log_1mx - t * log_x);
+  }
+  C10_HOST_DEVICE T grad_input(T x, T t, T w, T /*p*/) const {
+    // torch divides by max(x (1 - x), 1e-12), its epsilon being the float nearest 1e-12.
+    const T eps = static_cast<T>(1e-12f);
+    const T denominator = (T(1) - x) * x;
+    return w * (x - t) / (denominator < eps ? eps : denominator);
+  }
+  // Unclamped, as torch: infinite where x is exactly 0 or 1.
+  C10_HOST_DEVICE T grad_target(T x, T /*t*/, T w, T /*p*/) const {
+    return w * (log1p_of(-x) - log_of(x));
+  }
+};
+
+// torch.nn.functional.binary_cross_entropy_with_logits with pos_weight p:
+// (1 - t) x + (1 + (p - 1) t) softplus(-x), times w.
+template <typename T>
+struct BinaryCrossEntropyWithLogits {
+  C10_HOST_DEVICE T value(T x, T t, T w, T p) const {
+    const T log_weight = (p - T(1)) * t + T(1);
+    return w * ((T(1) - t) * x + log_weight * softplus(-x));
+  }
+  C10_HOST_DEVICE T grad_input(T x, T t, T w, T p) const {
+    return w * ((p * t + T(1) - t) * sigmoid(x) - p * t);
+  }
+  C10_HOST_DEVICE T grad_target(T x, T /*t*/, T w, T p) const {
+    return w * (p * softplus(-x) - softplus(x));  // = -x when p = 1
+  }
+};
+
+// torchvision.ops.sigmoid_focal_loss: alpha_t * BCE-with-logits * (1 - p_t)^gamma, where
+// p = sigmoid(x), p_t = p t + (1 - p)(1 - t), alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0:
+// no weighting).
+template <typename T>
+struct SigmoidFocal {
+  T alpha, gamma;
+
+  struct Parts {
+    T p, ce, m, m_gamma, dm_gamma, alpha_t;
+  };
+  C10_HOST_DEVICE Parts parts(T x, T t) const {
+    Parts q;
+    q.p = sigmoid(x);
+    q.ce = (T(1) - t) * x + softplus(-x);
+    q.m = q.p + t - T(2) * q.p * t;  // 1 - p_t
+    q.m_gamma = pow_of(q.m, gamma);
+    // d(m^gamma)/dm, 0 for gamma = 0 as torch's pow backward.
+    q.dm_gamma = gamma == T(0) ? T(0) : gamma * pow_of(q.m, gamma - T(1));
+    q.alpha_t = alpha < T(0) ? T(1) : alpha * t + (T(1) - alpha) * (T(1) - t);
+    return q;
+  }
+  C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const {
+    const Parts q = parts(x, t);
+    return q.alpha_t * q.ce * q.m_gamma;
+  }
+  C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
+    const Parts q = parts(x, t);
+    const T dm_dx = q.p * (T(1) - q.p) * (T(1) - T(2) * t);
+    return q.alpha_t * ((q.p - t) * q.m_gamma + q.ce * q.dm_gamma * dm_dx);
+  }
+  C10_HOST_DEVICE T grad_target(T x, T t, T /*w*/, T /*p*/) const {
+    const Parts q = parts(x, t);
+    const T dalpha_dt = alpha < T(0) ? T(0) : T(2) * alpha - T(1);
+    const T dm_dt = T(1) - T(2) * q.p;
+    return dalpha_dt * q.ce * q.m_gamma + q.alpha_t * (-x * q.m_gamma + q.ce * q.dm_gamma * dm_dt);
+  }
+};
+
+// torch.nn.functional.soft_margin_loss, log(1 + e^(-t x)), computed without overflow (torch's
+// log1p(exp(-t x)) is inf once t x < -88 in float32).
+template <typename T>
+struct SoftMargin {
+  C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const { return softplus(-t * x); }
+  C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const { return -t * sigmoid(-t * x); }
+};
+
+// torch.nn.functional.hinge_embedding_loss: x where t == 1, max(0, margin - x) where t == -1
+// (and their sum for any other t, as torch). The clamp passes gradient where margin - x >= 0.
+template <typename T>
+struct HingeEmbedding {
+  T margin;
+  C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const {
+    return (t != T(1) ? relu(margin - x) : T(0)) + (t != T(-1) ? x : T(0));
+  }
+  C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
+    return (t != T(1) && margin - x >= T(0) ? T(-1) : T(0)) + (t != T(-1) ? T(1) : T(0));
+  }
+};
+
+// The binary SVM loss max(0, margin - t x) (squared: its square, the L2-SVM), labels t in {-1, 1}.
+// The subgradient at margin - t x = 0 is that of torch's clamp_min: the active side.
+template <typename T>
+struct Hinge {
+  T margin;
+  bool squared;
+  C10_HOST_DEVICE bool valid(T /*x*/, T t) const { return t == T(1) || t == T(-1); }
+  C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const {
+    const T h = relu(margin - t * x);
+    return squared ? h * h : h;
+  }
+  C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
+    const T a = margin - t * x;
+    const T slope = squared ? T(2) * a : T(1);
+    return a >= T(0) ? -t * slope : T(0);
+  }
+  C10_HOST_DEVICE T grad_target(T x, T t, T /*w*/, T /*p*/) const {
+    const T a = margin - t * x;
+    const T slope = squared ? T(2) * a : T(1);
+    return a >= T(0) ? -x * slope : T(0);
+  }
+};
+
+}  // namespace formulas
+}  // namespace fusedloss
