@@ -40,7 +40,7 @@ template <typename scalar_t>
 class PeriodicStream {
  public:
   explicit PeriodicStream(const at::Tensor& values) {
-    if (!values.defined()) {
+    if (!values.defined() || values.numel() == 0) {  // absent (or no elements to weigh): ones
       tile_.assign(kBlock + 1, scalar_t(1));
       period_ = 1;
     } else if (values.numel() >= kBlock) {

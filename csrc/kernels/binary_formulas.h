@@ -95,7 +95,8 @@ struct SoftMargin {
 };
 
 // torch.nn.functional.hinge_embedding_loss: x where t == 1, max(0, margin - x) where t == -1
-// (and their sum for any other t, as torch). The clamp passes gradient where margin - x >= 0.
+// (and their sum for any other t, as torch). Like torch's clamp_min, the clamp passes gradient
+// only where margin - x > 0.
 template <typename T>
 struct HingeEmbedding {
   T margin;
@@ -103,12 +104,12 @@ struct HingeEmbedding {
     return (t != T(1) ? relu(margin - x) : T(0)) + (t != T(-1) ? x : T(0));
   }
   C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
-    return (t != T(1) && margin - x >= T(0) ? T(-1) : T(0)) + (t != T(-1) ? T(1) : T(0));
+    return (t != T(1) && margin - x > T(0) ? T(-1) : T(0)) + (t != T(-1) ? T(1) : T(0));
   }
 };
 
 // The binary SVM loss max(0, margin - t x) (squared: its square, the L2-SVM), labels t in {-1, 1}.
-// The subgradient at margin - t x = 0 is that of torch's clamp_min: the active side.
+// The subgradient at margin - t x = 0 is that of torch's clamp_min: 0.
 template <typename T>
 struct Hinge {
   T margin;
@@ -121,12 +122,12 @@ struct Hinge {
   C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
     const T a = margin - t * x;
     const T slope = squared ? T(2) * a : T(1);
-    return a >= T(0) ? -t * slope : T(0);
+    return a > T(0) ? -t * slope : T(0);
   }
   C10_HOST_DEVICE T grad_target(T x, T t, T /*w*/, T /*p*/) const {
     const T a = margin - t * x;
     const T slope = squared ? T(2) * a : T(1);
-    return a >= T(0) ? -x * slope : T(0);
+    return a > T(0) ? -x * slope : T(0);
   }
 };
 

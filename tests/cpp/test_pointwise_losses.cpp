@@ -137,6 +137,76 @@ TEST(PointwiseLosses, BadInputRaisesClearError) {
   EXPECT_THROW(fusedloss::functional::mse_loss(x.to(torch::kLong), x.to(torch::kLong)), c10::NotImplementedError);
 }
 
+TEST(BinaryLosses, ValuesAndGradientsMatchLibTorch) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(2);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    const auto logits = torch::randn({16, 5}, options) * 3;
+    const auto probabilities = torch::sigmoid(logits);
+    const auto soft = torch::rand({16, 5}, options);
+    const auto signs = torch::randint(0, 2, {16, 5}, options) * 2 - 1;
+    const auto pos_weight = torch::rand({5}, options) + 0.5;
+    const auto weight = torch::rand({16, 1}, options);
+    using Fn = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>;
+    struct Case {
+      std::string name;
+      torch::Tensor input, target;
+      Fn ours, reference;
+    };
+    const std::vector<Case> cases = {
+        {"binary_cross_entropy", probabilities, soft,
+         [&](auto& x, auto& y) { return fusedloss::functional::binary_cross_entropy(x, y, torch::nn::BCELossOptions().weight(weight)); },
+         [&](auto& x, auto& y) { return F::binary_cross_entropy(x, y, F::BinaryCrossEntropyFuncOptions().weight(weight)); }},
+        {"binary_cross_entropy_with_logits", logits, soft,
+         [&](auto& x, auto& y) { return fusedloss::functional::binary_cross_entropy_with_logits(x, y, torch::nn::BCEWithLogitsLossOptions().pos_weight(pos_weight).reduction(torch::kSum)); },
+         [&](auto& x, auto& y) { return F::binary_cross_entropy_with_logits(x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pos_weight).reduction(torch::kSum)); }},
+        {"soft_margin_loss", logits, signs,
+         [&](auto& x, auto& y) { return fusedloss::functional::soft_margin_loss(x, y); },
+         [&](auto& x, auto& y) { return F::soft_margin_loss(x, y); }},
+        {"hinge_embedding_loss", logits, signs,
+         [&](auto& x, auto& y) { return fusedloss::functional::hinge_embedding_loss(x, y, torch::nn::HingeEmbeddingLossOptions().margin(0.5).reduction(torch::kNone)); },
+         [&](auto& x, auto& y) { return F::hinge_embedding_loss(x, y, F::HingeEmbeddingLossFuncOptions().margin(0.5).reduction(torch::kNone)); }},
+        {"hinge_loss (formula)", logits, signs,
+         [&](auto& x, auto& y) { return fusedloss::functional::hinge_loss(x, y, fusedloss::functional::HingeLossOptions().margin(0.5).squared(true)); },
+         [&](auto& x, auto& y) { return (0.5 - y * x).clamp_min(0).pow(2).mean(); }},
+        {"sigmoid_focal_loss (torchvision formula)", logits, soft,
+         [&](auto& x, auto& y) { return fusedloss::functional::sigmoid_focal_loss(x, y, fusedloss::functional::SigmoidFocalLossOptions().reduction(torch::kSum)); },
+         [&](auto& x, auto& y) {
+           auto p = torch::sigmoid(x);
+           auto ce = F::binary_cross_entropy_with_logits(x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone));
+           auto p_t = p * y + (1 - p) * (1 - y);
+           return ((0.25 * y + 0.75 * (1 - y)) * ce * (1 - p_t).pow(2)).sum();
+         }},
+    };
+    for (const auto& c : cases) {
+      auto x = c.input.clone().requires_grad_();
+      auto x_ref = c.input.clone().requires_grad_();
+      auto loss = c.ours(x, c.target);
+      auto loss_ref = c.reference(x_ref, c.target);
+      const std::string what = c.name + " on " + device.str();
+      expect_close(loss, loss_ref, what + " value");
+      auto grad_out = torch::rand_like(loss_ref) + 0.5;
+      loss.backward(grad_out);
+      loss_ref.backward(grad_out);
+      expect_close(x.grad(), x_ref.grad(), what + " grad input");
+    }
+  }
+}
+
+TEST(BinaryLosses, ModulesAndBadInput) {
+  auto x = torch::rand({8, 3});
+  auto y = torch::rand({8, 3});
+  fusedloss::nn::BCELoss bce;
+  fusedloss::nn::BCEWithLogitsLoss bce_logits(torch::nn::BCEWithLogitsLossOptions().pos_weight(torch::ones({3}) * 2));
+  fusedloss::nn::SigmoidFocalLoss focal(fusedloss::functional::SigmoidFocalLossOptions().gamma(0).alpha(-1).reduction(torch::kMean));
+  expect_close(bce(x, y), F::binary_cross_entropy(x, y), "BCELoss");
+  expect_close(bce_logits(x, y), F::binary_cross_entropy_with_logits(x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(torch::ones({3}) * 2)), "BCEWithLogitsLoss");
+  expect_close(focal(x, y), F::binary_cross_entropy_with_logits(x, y), "focal with gamma 0 is BCE-with-logits");
+  EXPECT_THROW(bce(x + 1, y), c10::Error);  // probabilities above 1
+  fusedloss::nn::HingeLoss hinge;
+  EXPECT_THROW(hinge(x, y), c10::ValueError);  // labels other than -1 and 1
+}
+
 TEST(PointwiseLosses, Cuda) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device on this machine; CUDA is covered by ValuesAndGradientsMatchLibTorch where one is present";
   auto x = torch::randn({1 << 20}, torch::kCUDA);
