@@ -1,5 +1,5 @@
 """Forward+backward of the pointwise losses: fusedloss vs torch eager vs torch.compile of the torch
-loss, in one run, float32.
+loss (for focal and hinge, torch's formula in plain ops), in one run, float32.
 
     python benchmarks/bench_pointwise.py [--device cpu|cuda] [--sizes 1M 16M] [--losses mse_loss ...]
 
@@ -19,11 +19,64 @@ import fusedloss
 from common import (copy_bandwidth, machine_description, median_seconds, peak_cuda_bytes,
                     saved_bytes, write_results)
 
+FL = fusedloss.functional
+CLASSES = 16  # inputs are (n / CLASSES, CLASSES): pos_weight is per class
+
+
+def focal_reference(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    """torchvision.ops.sigmoid_focal_loss in plain torch ops (~10 ops)."""
+    p = torch.sigmoid(inputs)
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * ((1 - p_t) ** gamma)
+    loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+def hinge_reference(input, target, margin=1.0, reduction="mean"):
+    loss = (margin - target * input).clamp_min(0)
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+def regression_inputs(n, device):
+    return torch.randn(n, device=device), torch.randn(n, device=device), {}
+
+
+def logit_inputs(n, device):
+    x = torch.randn(n // CLASSES, CLASSES, device=device) * 2
+    return x, torch.rand_like(x).round(), {}
+
+
+def probability_inputs(n, device):
+    x, t, options = logit_inputs(n, device)
+    return torch.sigmoid(x), t, options
+
+
+def pos_weight_inputs(n, device):
+    x, t, _ = logit_inputs(n, device)
+    return x, t, {"pos_weight": torch.rand(CLASSES, device=device) * 4}
+
+
+def sign_inputs(n, device):
+    x, t, _ = logit_inputs(n, device)
+    return x, t * 2 - 1, {}
+
+
+# name -> (fusedloss, torch, inputs(n, device) -> (input, target, keyword arguments))
 LOSSES = {
-    "mse_loss": (fusedloss.functional.mse_loss, F.mse_loss, {}),
-    "l1_loss": (fusedloss.functional.l1_loss, F.l1_loss, {}),
-    "huber_loss": (fusedloss.functional.huber_loss, F.huber_loss, {"delta": 1.0}),
-    "smooth_l1_loss": (fusedloss.functional.smooth_l1_loss, F.smooth_l1_loss, {"beta": 1.0}),
+    "mse_loss": (FL.mse_loss, F.mse_loss, regression_inputs),
+    "l1_loss": (FL.l1_loss, F.l1_loss, regression_inputs),
+    "huber_loss": (FL.huber_loss, F.huber_loss, regression_inputs),
+    "smooth_l1_loss": (FL.smooth_l1_loss, F.smooth_l1_loss, regression_inputs),
+    "binary_cross_entropy": (FL.binary_cross_entropy, F.binary_cross_entropy, probability_inputs),
+    "bce_with_logits+pos_weight": (FL.binary_cross_entropy_with_logits,
+                                   F.binary_cross_entropy_with_logits, pos_weight_inputs),
+    "sigmoid_focal_loss (mean)": (
+        lambda x, t: FL.sigmoid_focal_loss(x, t, reduction="mean"),
+        lambda x, t: focal_reference(x, t, reduction="mean"), logit_inputs),
+    "soft_margin_loss": (FL.soft_margin_loss, F.soft_margin_loss, sign_inputs),
+    "hinge_embedding_loss": (FL.hinge_embedding_loss, F.hinge_embedding_loss, sign_inputs),
+    "hinge_loss": (FL.hinge_loss, hinge_reference, sign_inputs),
 }
 BYTES_PER_ELEMENT = 12  # read input (4) + target (4), write gradient (4)
 
@@ -50,15 +103,16 @@ def main():
     warnings.filterwarnings("ignore")
     device = args.device
     compiled = {name: torch.compile(ref) for name, (_, ref, _) in LOSSES.items()}
+    torch._dynamo.config.cache_size_limit = 64  # one compiled graph per loss and size
 
     rows = []
     for size_text in args.sizes:
         n = parse_size(size_text)
         copy_bps = copy_bandwidth(n, device)
-        x = torch.randn(n, device=device, requires_grad=True)
-        y = torch.randn(n, device=device)
         for name in args.losses:
-            ours, ref, options = LOSSES[name]
+            ours, ref, make_inputs = LOSSES[name]
+            x, y, options = make_inputs(n, device)
+            x.requires_grad_()
             variants = {"fusedloss": ours, "torch eager": ref, "torch.compile": compiled[name]}
             seconds = {k: median_seconds(fwd_bwd(f, x, y, options), device, args.min_run_time)
                        for k, f in variants.items()}

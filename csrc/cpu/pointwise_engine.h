@@ -90,7 +90,7 @@ FUSEDLOSS_CPU_CLONES BlockResult run_block(Pointers<scalar_t> p, const scalar_t*
                                            Formula formula, acc_t<scalar_t> grad_scale) {
   using acc = acc_t<scalar_t>;
   acc sum = 0;
-  int64_t invalid = 0;
+  int invalid = 0;  // 32-bit like the float lanes, so the count vectorizes with them
   const scalar_t* x = p.x + begin;
   const scalar_t* t = p.t + begin;
 #pragma omp simd reduction(+ : sum, invalid)

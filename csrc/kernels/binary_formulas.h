@@ -13,7 +13,8 @@ namespace formulas {
 // torch.nn.functional.binary_cross_entropy: x is a probability; each log is clamped at -100.
 template <typename T>
 struct BinaryCrossEntropy {
-  C10_HOST_DEVICE bool valid(T x, T /*t*/) const { return x >= T(0) && x <= T(1); }
+  // Bitwise & and |, not && and ||: no branch, so the CPU loop stays vectorized.
+  C10_HOST_DEVICE bool valid(T x, T /*t*/) const { return (x >= T(0)) & (x <= T(1)); }
   C10_HOST_DEVICE T value(T x, T t, T w, T /*p*/) const {
     T log_x = log_of(x), log_1mx = log1p_of(-x);
     log_x = log_x < T(-100) ? T(-100) : log_x;
@@ -50,8 +51,8 @@ struct BinaryCrossEntropyWithLogits {
 
 // torchvision.ops.sigmoid_focal_loss: alpha_t * BCE-with-logits * (1 - p_t)^gamma, where
 // p = sigmoid(x), p_t = p t + (1 - p)(1 - t), alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0:
-// no weighting).
-template <typename T>
+// no weighting). kGammaTwo: the default gamma = 2, as a square instead of pow.
+template <typename T, bool kGammaTwo = false>
 struct SigmoidFocal {
   T alpha, gamma;
 
@@ -63,9 +64,14 @@ struct SigmoidFocal {
     q.p = sigmoid(x);
     q.ce = (T(1) - t) * x + softplus(-x);
     q.m = q.p + t - T(2) * q.p * t;  // 1 - p_t
-    q.m_gamma = pow_of(q.m, gamma);
-    // d(m^gamma)/dm, 0 for gamma = 0 as torch's pow backward.
-    q.dm_gamma = gamma == T(0) ? T(0) : gamma * pow_of(q.m, gamma - T(1));
+    // m^gamma and d(m^gamma)/dm (0 for gamma = 0, as torch's pow backward).
+    if constexpr (kGammaTwo) {
+      q.m_gamma = q.m * q.m;
+      q.dm_gamma = T(2) * q.m;
+    } else {
+      q.m_gamma = pow_of(q.m, gamma);
+      q.dm_gamma = gamma == T(0) ? T(0) : gamma * pow_of(q.m, gamma - T(1));
+    }
     q.alpha_t = alpha < T(0) ? T(1) : alpha * t + (T(1) - alpha) * (T(1) - t);
     return q;
   }
@@ -104,30 +110,27 @@ struct HingeEmbedding {
     return (t != T(1) ? relu(margin - x) : T(0)) + (t != T(-1) ? x : T(0));
   }
   C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
-    return (t != T(1) && margin - x > T(0) ? T(-1) : T(0)) + (t != T(-1) ? T(1) : T(0));
+    return ((t != T(1)) & (margin - x > T(0)) ? T(-1) : T(0)) + (t != T(-1) ? T(1) : T(0));
   }
 };
 
 // The binary SVM loss max(0, margin - t x) (squared: its square, the L2-SVM), labels t in {-1, 1}.
 // The subgradient at margin - t x = 0 is that of torch's clamp_min: 0.
-template <typename T>
+template <typename T, bool kSquared>
 struct Hinge {
   T margin;
-  bool squared;
-  C10_HOST_DEVICE bool valid(T /*x*/, T t) const { return t == T(1) || t == T(-1); }
+  C10_HOST_DEVICE bool valid(T /*x*/, T t) const { return (t == T(1)) | (t == T(-1)); }
   C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const {
     const T h = relu(margin - t * x);
-    return squared ? h * h : h;
+    return kSquared ? h * h : h;
   }
   C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
     const T a = margin - t * x;
-    const T slope = squared ? T(2) * a : T(1);
-    return a > T(0) ? -t * slope : T(0);
+    return a > T(0) ? -t * (kSquared ? T(2) * a : T(1)) : T(0);
   }
   C10_HOST_DEVICE T grad_target(T x, T t, T /*w*/, T /*p*/) const {
     const T a = margin - t * x;
-    const T slope = squared ? T(2) * a : T(1);
-    return a > T(0) ? -x * slope : T(0);
+    return a > T(0) ? -x * (kSquared ? T(2) * a : T(1)) : T(0);
   }
 };
 

@@ -75,13 +75,15 @@ decltype(auto) visit_binary_formula(const PointwiseLossSpec& spec, Fn&& fn) {
     case PointwiseLoss::BinaryCrossEntropyWithLogits:
       return fn(BinaryCrossEntropyWithLogits<T>{});
     case PointwiseLoss::SigmoidFocal:
+      if (spec.param2 == 2) return fn(SigmoidFocal<T, true>{p, p2});
       return fn(SigmoidFocal<T>{p, p2});
     case PointwiseLoss::SoftMargin:
       return fn(SoftMargin<T>{});
     case PointwiseLoss::HingeEmbedding:
       return fn(HingeEmbedding<T>{p});
     default:
-      return fn(Hinge<T>{p, spec.param2 != 0});
+      if (spec.param2 != 0) return fn(Hinge<T, true>{p});
+      return fn(Hinge<T, false>{p});
   }
 }
 
