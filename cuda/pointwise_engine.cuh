@@ -47,9 +47,8 @@ struct Arrays {
 // One element i: loss (added to sum or stored), gradients, validity.
 template <typename scalar_t, typename Formula, bool kReduce, bool kGradInput, bool kGradTarget>
 __device__ __forceinline__ void element(const Arrays<scalar_t>& a, int64_t i, scalar_t x_raw,
-                                        scalar_t t_raw, Formula formula,
-                                        acc_t<scalar_t> grad_scale, acc_t<scalar_t>& sum,
-                                        unsigned& invalid, scalar_t& loss_out,
+                                        scalar_t t_raw, Formula formula, acc_t<scalar_t> grad_scale,
+                                        acc_t<scalar_t>& sum, unsigned& invalid, scalar_t& loss_out,
                                         scalar_t& grad_input_out, scalar_t& grad_target_out) {
   using acc = acc_t<scalar_t>;
   const acc x = static_cast<acc>(x_raw), t = static_cast<acc>(t_raw);
@@ -74,8 +73,8 @@ __device__ __forceinline__ void element(const Arrays<scalar_t>& a, int64_t i, sc
 template <typename scalar_t, int kVec, typename Formula, bool kReduce, bool kGradInput,
           bool kGradTarget>
 __global__ void __launch_bounds__(kThreads)
-    pointwise_kernel(Arrays<scalar_t> a, int64_t n, Formula formula,
-                     acc_t<scalar_t> grad_scale, double* __restrict__ block_sums) {
+    pointwise_kernel(Arrays<scalar_t> a, int64_t n, Formula formula, acc_t<scalar_t> grad_scale,
+                     double* __restrict__ block_sums) {
   using P = Pack<scalar_t, kVec>;
   acc_t<scalar_t> sum = 0;
   unsigned invalid = 0;
@@ -89,8 +88,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
       element<scalar_t, Formula, kReduce, kGradInput, kGradTarget>(
-          a, q * kVec + j, xp.v[j], tp.v[j], formula, grad_scale, sum, invalid, lp.v[j],
-          gip.v[j], gtp.v[j]);
+          a, q * kVec + j, xp.v[j], tp.v[j], formula, grad_scale, sum, invalid, lp.v[j], gip.v[j],
+          gtp.v[j]);
     }
     if constexpr (!kReduce) reinterpret_cast<P*>(a.loss)[q] = lp;
     if constexpr (kGradInput) reinterpret_cast<P*>(a.grad_input)[q] = gip;
@@ -136,8 +135,8 @@ const scalar_t* data_or_null(const at::Tensor& t) {
 }
 
 template <typename scalar_t, int kVec, typename Formula, bool kReduce>
-void launch_main(const Arrays<scalar_t>& a, int64_t n, Formula formula,
-                 acc_t<scalar_t> grad_scale, double* sums, int blocks, cudaStream_t stream) {
+void launch_main(const Arrays<scalar_t>& a, int64_t n, Formula formula, acc_t<scalar_t> grad_scale,
+                 double* sums, int blocks, cudaStream_t stream) {
   if (a.grad_target) {
     if constexpr (has_target_gradient<Formula, acc_t<scalar_t>>) {
       pointwise_kernel<scalar_t, kVec, Formula, kReduce, true, true>
@@ -168,10 +167,9 @@ void launch(const PointwiseLossSpec& spec, const PointwiseOperands& o, Formula f
                      reduce ? nullptr : o.loss.mutable_data_ptr<scalar_t>(),
                      o.grad_input.defined() ? o.grad_input.mutable_data_ptr<scalar_t>() : nullptr,
                      o.grad_target.defined() ? o.grad_target.mutable_data_ptr<scalar_t>() : nullptr,
-                     o.invalid_count.defined()
-                         ? reinterpret_cast<unsigned long long*>(
-                               o.invalid_count.mutable_data_ptr<int64_t>())
-                         : nullptr};
+                     o.invalid_count.defined() ? reinterpret_cast<unsigned long long*>(
+                                                     o.invalid_count.mutable_data_ptr<int64_t>())
+                                               : nullptr};
   const int64_t work = (n + kVec - 1) / kVec;
   const int max_blocks = at::cuda::getCurrentDeviceProperties()->multiProcessorCount * kBlocksPerSM;
   const int blocks =
@@ -187,8 +185,8 @@ void launch(const PointwiseLossSpec& spec, const PointwiseOperands& o, Formula f
     sums = block_sums.mutable_data_ptr<double>();
     launch_main<scalar_t, kVec, Formula, true>(a, n, formula, grad_scale, sums, blocks, stream);
     const double divisor = spec.reduction == at::Reduction::Mean ? static_cast<double>(n) : 1.0;
-    finish_sum_kernel<scalar_t><<<1, kThreads, 0, stream>>>(sums, blocks, divisor,
-                                                            o.loss.mutable_data_ptr<scalar_t>());
+    finish_sum_kernel<scalar_t>
+        <<<1, kThreads, 0, stream>>>(sums, blocks, divisor, o.loss.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {
     launch_main<scalar_t, kVec, Formula, false>(a, n, formula, grad_scale, sums, blocks, stream);

@@ -5,13 +5,13 @@
 // then a scale by grad_output, done in place on the saved buffer when the graph is not kept, and
 // skipped when grad_output is 1 on the CPU: a plain loss.backward() moves no memory at all.
 
+#include "ops/pointwise_losses.h"
+
 #include <ATen/ExpandUtils.h>
 #include <ATen/TensorSubclassLikeUtils.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
-
-#include "ops/pointwise_losses.h"
 
 namespace fusedloss {
 namespace autograd {
@@ -49,10 +49,10 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
                         const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     // 1/n in half precision could underflow the saved gradient; those dtypes get it in backward.
-    const bool mean_in_grad = !at::isReducedFloatingType(
-        c10::promoteTypes(input.scalar_type(), target.scalar_type()));
-    const bool target_formula = target.requires_grad() &&
-                                ops::target_gradient(op) == TargetGradient::Formula;
+    const bool mean_in_grad =
+        !at::isReducedFloatingType(c10::promoteTypes(input.scalar_type(), target.scalar_type()));
+    const bool target_formula =
+        target.requires_grad() && ops::target_gradient(op) == TargetGradient::Formula;
     auto [loss, grad_input, grad_target] =
         ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction,
                                     /*compute_grad=*/true, target_formula, mean_in_grad);
@@ -96,7 +96,8 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
           grad_target = scaled(saved[1], scale, reduced);
           break;
         case TargetGradient::NotDifferentiable:
-          TORCH_CHECK(false, "fusedloss.", op, ": not differentiable with respect to argument "
+          TORCH_CHECK(false, "fusedloss.", op,
+                      ": not differentiable with respect to argument "
                       "'target' (as torch). Pass a target that does not require grad.");
         case TargetGradient::None:
           break;
@@ -116,17 +117,17 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
 
 // The Autograd-key kernel of every pointwise op: the fused path only when a gradient can flow.
 Tensor with_gradients(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
-                      const OptionalTensor& pos_weight, const char* op,
-                      std::vector<double> params, c10::string_view reduction) {
+                      const OptionalTensor& pos_weight, const char* op, std::vector<double> params,
+                      c10::string_view reduction) {
   const bool grad_mode = at::GradMode::is_enabled();
   for (const auto& [name, tensor] : {std::pair{"weight", &weight}, {"pos_weight", &pos_weight}}) {
-    TORCH_CHECK(!grad_mode || !tensor->has_value() || !(*tensor)->requires_grad(), "fusedloss.",
-                op, ": the derivative for '", name, "' is not implemented (as in torch)");
+    TORCH_CHECK(!grad_mode || !tensor->has_value() || !(*tensor)->requires_grad(), "fusedloss.", op,
+                ": the derivative for '", name, "' is not implemented (as in torch)");
   }
   if (!grad_mode || !(input.requires_grad() || target.requires_grad())) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return std::get<0>(ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params,
-                                                   reduction));
+    return std::get<0>(
+        ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction));
   }
   return PointwiseLossFunction::apply(input, target, weight, pos_weight, std::string(op), params,
                                       std::string(reduction));

@@ -26,9 +26,13 @@ template <typename T>
 inline T store_from_acc(double v);
 
 template <>
-inline float store_from_acc<float>(float v) { return v; }
+inline float store_from_acc<float>(float v) {
+  return v;
+}
 template <>
-inline double store_from_acc<double>(double v) { return v; }
+inline double store_from_acc<double>(double v) {
+  return v;
+}
 
 template <>
 inline c10::BFloat16 store_from_acc<c10::BFloat16>(float v) {

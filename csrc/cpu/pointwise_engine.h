@@ -131,9 +131,8 @@ BlockResult run(Pointers<scalar_t> p, const PeriodicStream<scalar_t>& weight,
         int64_t len = std::min(kBlock, end - b);
         const scalar_t* w = weight.at(b, len);
         const scalar_t* pw = pos_weight.at(b, len);
-        const BlockResult block =
-            run_block<scalar_t, Formula, kReduce, kGradInput, kGradTarget>(p, w, pw, b, len,
-                                                                          formula, grad_scale);
+        const BlockResult block = run_block<scalar_t, Formula, kReduce, kGradInput, kGradTarget>(
+            p, w, pw, b, len, formula, grad_scale);
         chunk.sum += block.sum;
         chunk.invalid += block.invalid;
         b += len;
@@ -172,18 +171,17 @@ template <typename scalar_t, typename Formula>
 void launch(const PointwiseLossSpec& spec, const PointwiseOperands& o, Formula formula) {
   const int64_t n = o.input.numel();
   const bool reduce = spec.reduction != at::Reduction::None;
-  Pointers<scalar_t> p{o.input.const_data_ptr<scalar_t>(), o.target.const_data_ptr<scalar_t>(),
-                       reduce ? nullptr : o.loss.mutable_data_ptr<scalar_t>(),
-                       o.grad_input.defined() ? o.grad_input.mutable_data_ptr<scalar_t>() : nullptr,
-                       o.grad_target.defined() ? o.grad_target.mutable_data_ptr<scalar_t>()
-                                               : nullptr};
+  Pointers<scalar_t> p{
+      o.input.const_data_ptr<scalar_t>(), o.target.const_data_ptr<scalar_t>(),
+      reduce ? nullptr : o.loss.mutable_data_ptr<scalar_t>(),
+      o.grad_input.defined() ? o.grad_input.mutable_data_ptr<scalar_t>() : nullptr,
+      o.grad_target.defined() ? o.grad_target.mutable_data_ptr<scalar_t>() : nullptr};
   const PeriodicStream<scalar_t> weight(o.weight), pos_weight(o.pos_weight);
   const auto grad_scale = static_cast<acc_t<scalar_t>>(spec.grad_scale);
-  const BlockResult result =
-      reduce ? run_with_gradients<scalar_t, Formula, true>(p, weight, pos_weight, n, formula,
-                                                           grad_scale)
-             : run_with_gradients<scalar_t, Formula, false>(p, weight, pos_weight, n, formula,
-                                                            grad_scale);
+  const BlockResult result = reduce ? run_with_gradients<scalar_t, Formula, true>(
+                                          p, weight, pos_weight, n, formula, grad_scale)
+                                    : run_with_gradients<scalar_t, Formula, false>(
+                                          p, weight, pos_weight, n, formula, grad_scale);
   if (reduce) {
     double total = result.sum;
     if (spec.reduction == at::Reduction::Mean) total /= static_cast<double>(n);  // 0/0: NaN
@@ -197,9 +195,8 @@ template <typename Visit>
 void run_family(const PointwiseLossSpec& spec, const PointwiseOperands& operands, Visit visit) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, operands.input.scalar_type(), "fusedloss_pointwise_cpu", [&] {
-        visit.template operator()<acc_t<scalar_t>>(spec, [&](auto formula) {
-          launch<scalar_t>(spec, operands, formula);
-        });
+        visit.template operator()<acc_t<scalar_t>>(
+            spec, [&](auto formula) { launch<scalar_t>(spec, operands, formula); });
       });
 }
 

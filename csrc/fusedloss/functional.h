@@ -35,16 +35,16 @@ c10::TypedOperatorHandle<Signature> op(const char* name) {
 }
 
 using PointwiseLossOp = at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view);
-using PointwiseLossWithParamOp = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                            c10::string_view, double);
+using PointwiseLossWithParamOp = at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view,
+                                            double);
 
 // An undefined tensor (torch's options use that for "no weight") as an absent optional.
 inline std::optional<at::Tensor> optional(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
-using Reduction = std::variant<torch::enumtype::kNone, torch::enumtype::kMean,
-                               torch::enumtype::kSum>;
+using Reduction =
+    std::variant<torch::enumtype::kNone, torch::enumtype::kMean, torch::enumtype::kSum>;
 
 }  // namespace detail
 
@@ -81,8 +81,7 @@ inline at::Tensor l1_loss(const at::Tensor& input, const at::Tensor& target,
 inline at::Tensor huber_loss(const at::Tensor& input, const at::Tensor& target,
                              const HuberLossFuncOptions& options = {}) {
   static const auto handle = detail::op<detail::PointwiseLossWithParamOp>("fusedloss::huber_loss");
-  return handle.call(input, target, detail::reduction_name(options.reduction()),
-                     options.delta());
+  return handle.call(input, target, detail::reduction_name(options.reduction()), options.delta());
 }
 
 inline at::Tensor smooth_l1_loss(const at::Tensor& input, const at::Tensor& target,
@@ -105,9 +104,8 @@ using HingeLossFuncOptions = HingeLossOptions;
 inline at::Tensor binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
                                        const BinaryCrossEntropyFuncOptions& options = {}) {
   static const auto handle =
-      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&,
-                            const std::optional<at::Tensor>&, c10::string_view)>(
-          "fusedloss::binary_cross_entropy");
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            c10::string_view)>("fusedloss::binary_cross_entropy");
   return handle.call(input, target, detail::optional(options.weight()),
                      detail::reduction_name(options.reduction()));
 }
@@ -117,9 +115,9 @@ inline at::Tensor binary_cross_entropy_with_logits(
     const at::Tensor& input, const at::Tensor& target,
     const BinaryCrossEntropyWithLogitsFuncOptions& options = {}) {
   static const auto handle =
-      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&,
-                            const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                            c10::string_view)>("fusedloss::binary_cross_entropy_with_logits");
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            const std::optional<at::Tensor>&, c10::string_view)>(
+          "fusedloss::binary_cross_entropy_with_logits");
   return handle.call(input, target, detail::optional(options.weight()),
                      detail::optional(options.pos_weight()),
                      detail::reduction_name(options.reduction()));
@@ -146,16 +144,15 @@ inline at::Tensor hinge_embedding_loss(const at::Tensor& input, const at::Tensor
   static const auto handle =
       detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::string_view)>(
           "fusedloss::hinge_embedding_loss");
-  return handle.call(input, target, options.margin(),
-                     detail::reduction_name(options.reduction()));
+  return handle.call(input, target, options.margin(), detail::reduction_name(options.reduction()));
 }
 
 // max(0, margin - target * input) (squared: its square); target holds the labels -1 and 1.
 inline at::Tensor hinge_loss(const at::Tensor& input, const at::Tensor& target,
                              const HingeLossFuncOptions& options = {}) {
   static const auto handle =
-      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, double, bool,
-                            c10::string_view)>("fusedloss::hinge_loss");
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, double, bool, c10::string_view)>(
+          "fusedloss::hinge_loss");
   return handle.call(input, target, options.margin(), options.squared(),
                      detail::reduction_name(options.reduction()));
 }

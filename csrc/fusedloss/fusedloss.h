@@ -9,8 +9,8 @@
 // libfusedloss.so, so the linker keeps the library (even with --as-needed) and its static
 // registrations run when the program starts.
 
-#include "fusedloss/library.h"
 #include "fusedloss/functional.h"
+#include "fusedloss/library.h"
 #include "fusedloss/modules.h"
 
 namespace fusedloss {

@@ -28,14 +28,14 @@ class PointwiseLossImpl : public torch::nn::Cloneable<Derived> {
 };
 }  // namespace detail
 
-#define FUSEDLOSS_POINTWISE_MODULE(Name, Options, fn)                                       \
+#define FUSEDLOSS_POINTWISE_MODULE(Name, Options, fn)                                         \
   class Name##Impl : public detail::PointwiseLossImpl<Name##Impl, Options, &functional::fn> { \
-   public:                                                                                  \
-    using PointwiseLossImpl::PointwiseLossImpl;                                             \
-    void pretty_print(std::ostream& stream) const override {                                \
-      stream << "fusedloss::nn::" #Name "()";                                               \
-    }                                                                                       \
-  };                                                                                        \
+   public:                                                                                    \
+    using PointwiseLossImpl::PointwiseLossImpl;                                               \
+    void pretty_print(std::ostream& stream) const override {                                  \
+      stream << "fusedloss::nn::" #Name "()";                                                 \
+    }                                                                                         \
+  };                                                                                          \
   TORCH_MODULE(Name)
 
 FUSEDLOSS_POINTWISE_MODULE(MSELoss, torch::nn::MSELossOptions, mse_loss);

@@ -2,8 +2,8 @@
 // Per-element math of the binary classification and margin losses, shared by the CPU and CUDA
 // engines. Each formula sees one element: input x, target t, its `weight` w and `pos_weight` p
 // (1 where the loss has none), and gives the loss value, d(loss)/d(x) and, where torch has one,
-// d(loss)/d(t). T is the accumulation type. Where torch's own formula overflows (soft margin,
-// the target gradient of BCE-with-logits with pos_weight), the stable form is used instead.
+// d(loss)/d(t). T is the accumulation type. Every logistic term uses the stable softplus and
+// sigmoid of math.h, also where torch's own formula overflows (soft margin).
 
 #include "kernels/math.h"
 

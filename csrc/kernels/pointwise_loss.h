@@ -12,9 +12,17 @@ namespace fusedloss {
 
 enum class PointwiseLoss {
   // regression: functions of input - target
-  Mse, L1, Huber, SmoothL1,
+  Mse,
+  L1,
+  Huber,
+  SmoothL1,
   // binary classification and margin losses
-  BinaryCrossEntropy, BinaryCrossEntropyWithLogits, SigmoidFocal, SoftMargin, HingeEmbedding, Hinge,
+  BinaryCrossEntropy,
+  BinaryCrossEntropyWithLogits,
+  SigmoidFocal,
+  SoftMargin,
+  HingeEmbedding,
+  Hinge,
 };
 
 inline bool is_regression(PointwiseLoss loss) { return loss <= PointwiseLoss::SmoothL1; }
@@ -43,9 +51,13 @@ template <typename F>
 struct OfDifference {
   F f;
   template <typename T>
-  C10_HOST_DEVICE T value(T x, T t, T, T) const { return f.value(x - t); }
+  C10_HOST_DEVICE T value(T x, T t, T, T) const {
+    return f.value(x - t);
+  }
   template <typename T>
-  C10_HOST_DEVICE T grad_input(T x, T t, T, T) const { return f.derivative(x - t); }
+  C10_HOST_DEVICE T grad_input(T x, T t, T, T) const {
+    return f.derivative(x - t);
+  }
 };
 
 // Calls fn(formula) with the formula of a regression spec, in accumulation type T.
@@ -89,9 +101,13 @@ decltype(auto) visit_binary_formula(const PointwiseLossSpec& spec, Fn&& fn) {
 
 // What a formula offers, detected from its members.
 template <typename F, typename T>
-constexpr bool has_target_gradient = requires(F f, T v) { f.grad_target(v, v, v, v); };
+constexpr bool has_target_gradient = requires(F f, T v) {
+  f.grad_target(v, v, v, v);
+};
 template <typename F, typename T>
-constexpr bool validates_elements = requires(F f, T v) { f.valid(v, v); };
+constexpr bool validates_elements = requires(F f, T v) {
+  f.valid(v, v);
+};
 
 // The engines, one translation unit per family and device.
 namespace cpu {

@@ -1,9 +1,10 @@
 // The fusedloss operator namespace. Each op family adds its schemas with TORCH_LIBRARY_FRAGMENT in
 // its own file; this file owns the namespace and the library's identity.
 
+#include "fusedloss/library.h"
+
 #include <torch/library.h>
 
-#include "fusedloss/library.h"
 #include "fusedloss/version.h"
 
 namespace fusedloss {

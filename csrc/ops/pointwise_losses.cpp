@@ -25,8 +25,8 @@ at::Reduction::Reduction parse_reduction(c10::string_view op, c10::string_view r
 }
 
 double param_at(c10::string_view op, c10::ArrayRef<double> params, size_t i) {
-  TORCH_CHECK_VALUE(i < params.size(), "fusedloss._pointwise_loss_forward: ", op, " takes ",
-                    i + 1, " parameters, got ", params.size());
+  TORCH_CHECK_VALUE(i < params.size(), "fusedloss._pointwise_loss_forward: ", op, " takes ", i + 1,
+                    " parameters, got ", params.size());
   return params[i];
 }
 
@@ -57,8 +57,10 @@ PointwiseLossSpec parse_spec(c10::string_view op, c10::ArrayRef<double> params,
     spec.param2 = param_at(op, params, 1);
     TORCH_CHECK_VALUE(spec.param2 >= 0, "fusedloss.sigmoid_focal_loss: gamma must be >= 0, got ",
                       spec.param2);
-    TORCH_CHECK_VALUE(spec.param <= 1, "fusedloss.sigmoid_focal_loss: alpha must be in [0, 1] "
-                      "(or negative to disable weighting), got ", spec.param);
+    TORCH_CHECK_VALUE(spec.param <= 1,
+                      "fusedloss.sigmoid_focal_loss: alpha must be in [0, 1] "
+                      "(or negative to disable weighting), got ",
+                      spec.param);
     spec.loss = PointwiseLoss::SigmoidFocal;
   } else if (op == "soft_margin_loss") {
     spec.loss = PointwiseLoss::SoftMargin;
@@ -157,8 +159,8 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(
     c10::string_view reduction, bool compute_grad, bool compute_target_grad, bool mean_in_grad) {
   auto spec = parse_spec(op, params, reduction);
   const auto dtype = check_inputs(op, input, target, weight, pos_weight);
-  const auto sym_shape = broadcast_shape(op, "input and target", input.sym_sizes(),
-                                         target.sym_sizes());
+  const auto sym_shape =
+      broadcast_shape(op, "input and target", input.sym_sizes(), target.sym_sizes());
   const auto shape = C10_AS_INTARRAYREF_SLOW(sym_shape);
   PointwiseOperands o;
   o.input = input.to(dtype).expand(shape).contiguous();
@@ -168,16 +170,16 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(
     o.pos_weight = periodic_operand(op, "pos_weight", *pos_weight, shape, dtype);
   }
   const auto options = o.input.options();
-  o.loss = spec.reduction == at::Reduction::None ? at::empty(shape, options)
-                                                 : at::empty({}, options);
+  o.loss =
+      spec.reduction == at::Reduction::None ? at::empty(shape, options) : at::empty({}, options);
   if (compute_grad) o.grad_input = cpu::empty_gradient(shape, options);
   if (compute_target_grad) {
     TORCH_CHECK(target_gradient(op) == TargetGradient::Formula, "fusedloss.", op,
                 ": compute_target_grad is only for losses with a target gradient formula");
     o.grad_target = cpu::empty_gradient(shape, options);
   }
-  const bool validates = spec.loss == PointwiseLoss::BinaryCrossEntropy ||
-                         spec.loss == PointwiseLoss::Hinge;
+  const bool validates =
+      spec.loss == PointwiseLoss::BinaryCrossEntropy || spec.loss == PointwiseLoss::Hinge;
   if (validates) o.invalid_count = at::empty({}, options.dtype(at::kLong));
   if (mean_in_grad && spec.reduction == at::Reduction::Mean) {
     spec.grad_scale = 1.0 / static_cast<double>(o.input.numel());
@@ -189,13 +191,17 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(
     // a device-side assert or a silently wrong loss.
     const int64_t invalid = o.invalid_count.item<int64_t>();
     if (spec.loss == PointwiseLoss::BinaryCrossEntropy) {
-      TORCH_CHECK(invalid == 0, "fusedloss.binary_cross_entropy: all elements of input should "
-                  "be between 0 and 1; ", invalid, " of ", o.input.numel(),
+      TORCH_CHECK(invalid == 0,
+                  "fusedloss.binary_cross_entropy: all elements of input should "
+                  "be between 0 and 1; ",
+                  invalid, " of ", o.input.numel(),
                   " are not (or are NaN). Pass probabilities, or use "
                   "binary_cross_entropy_with_logits on logits.");
     } else {
-      TORCH_CHECK_VALUE(invalid == 0, "fusedloss.hinge_loss: target must hold only the labels "
-                        "-1 and 1; ", invalid, " of ", o.target.numel(), " elements do not");
+      TORCH_CHECK_VALUE(invalid == 0,
+                        "fusedloss.hinge_loss: target must hold only the labels "
+                        "-1 and 1; ",
+                        invalid, " of ", o.target.numel(), " elements do not");
     }
   }
   const auto empty = [&] { return at::empty({0}, options); };
@@ -203,15 +209,15 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(
           compute_target_grad ? o.grad_target : empty()};
 }
 
-std::tuple<Tensor, Tensor, Tensor> forward_meta(
-    const Tensor& input, const Tensor& target, const OptionalTensor& weight,
-    const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
-    c10::string_view reduction, bool compute_grad, bool compute_target_grad,
-    bool /*mean_in_grad*/) {
+std::tuple<Tensor, Tensor, Tensor> forward_meta(const Tensor& input, const Tensor& target,
+                                                const OptionalTensor& weight,
+                                                const OptionalTensor& pos_weight,
+                                                c10::string_view op, c10::ArrayRef<double> params,
+                                                c10::string_view reduction, bool compute_grad,
+                                                bool compute_target_grad, bool /*mean_in_grad*/) {
   const auto spec = parse_spec(op, params, reduction);
   const auto options = input.options().dtype(check_inputs(op, input, target, weight, pos_weight));
-  const auto shape = broadcast_shape(op, "input and target", input.sym_sizes(),
-                                     target.sym_sizes());
+  const auto shape = broadcast_shape(op, "input and target", input.sym_sizes(), target.sym_sizes());
   const auto full = [&] { return at::empty_symint(shape, options); };
   const auto empty = [&] { return at::empty({0}, options); };
   return {spec.reduction == at::Reduction::None ? full() : at::empty({}, options),
@@ -222,8 +228,8 @@ std::tuple<Tensor, Tensor, Tensor> forward_meta(
 Tensor loss_only(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
                  const OptionalTensor& pos_weight, const char* op, std::vector<double> params,
                  c10::string_view reduction) {
-  return std::get<0>(pointwise_loss_forward(input, target, weight, pos_weight, op, params,
-                                            reduction));
+  return std::get<0>(
+      pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction));
 }
 
 }  // namespace
@@ -255,23 +261,32 @@ std::tuple<Tensor, Tensor, Tensor> pointwise_loss_forward(
 TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
   m.def("mse_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
   m.def("l1_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
-  m.def("huber_loss(Tensor input, Tensor target, str reduction=\"mean\", float delta=1.0) -> Tensor");
-  m.def("smooth_l1_loss(Tensor input, Tensor target, str reduction=\"mean\", float beta=1.0) -> Tensor");
-  m.def("binary_cross_entropy(Tensor input, Tensor target, Tensor? weight=None, "
-        "str reduction=\"mean\") -> Tensor");
-  m.def("binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, "
-        "Tensor? pos_weight=None, str reduction=\"mean\") -> Tensor");
-  m.def("sigmoid_focal_loss(Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2.0, "
-        "str reduction=\"none\") -> Tensor");
+  m.def(
+      "huber_loss(Tensor input, Tensor target, str reduction=\"mean\", float delta=1.0) -> Tensor");
+  m.def(
+      "smooth_l1_loss(Tensor input, Tensor target, str reduction=\"mean\", float beta=1.0) -> "
+      "Tensor");
+  m.def(
+      "binary_cross_entropy(Tensor input, Tensor target, Tensor? weight=None, "
+      "str reduction=\"mean\") -> Tensor");
+  m.def(
+      "binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, "
+      "Tensor? pos_weight=None, str reduction=\"mean\") -> Tensor");
+  m.def(
+      "sigmoid_focal_loss(Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2.0, "
+      "str reduction=\"none\") -> Tensor");
   m.def("soft_margin_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
-  m.def("hinge_embedding_loss(Tensor input, Tensor target, float margin=1.0, "
-        "str reduction=\"mean\") -> Tensor");
-  m.def("hinge_loss(Tensor input, Tensor target, float margin=1.0, bool squared=False, "
-        "str reduction=\"mean\") -> Tensor");
-  m.def("_pointwise_loss_forward(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
-        "str loss, float[] params, str reduction, bool compute_grad=False, "
-        "bool compute_target_grad=False, bool mean_in_grad=False) "
-        "-> (Tensor loss, Tensor grad_input, Tensor grad_target)");
+  m.def(
+      "hinge_embedding_loss(Tensor input, Tensor target, float margin=1.0, "
+      "str reduction=\"mean\") -> Tensor");
+  m.def(
+      "hinge_loss(Tensor input, Tensor target, float margin=1.0, bool squared=False, "
+      "str reduction=\"mean\") -> Tensor");
+  m.def(
+      "_pointwise_loss_forward(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
+      "str loss, float[] params, str reduction, bool compute_grad=False, "
+      "bool compute_target_grad=False, bool mean_in_grad=False) "
+      "-> (Tensor loss, Tensor grad_input, Tensor grad_target)");
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CompositeExplicitAutograd, m) {
@@ -287,8 +302,9 @@ TORCH_LIBRARY_IMPL(fusedloss, CPU, m) {
 #ifdef FUSEDLOSS_WITH_CUDA
 TORCH_LIBRARY_IMPL(fusedloss, CUDA, m) {
   using namespace fusedloss;
-  m.impl("_pointwise_loss_forward",
-         TORCH_FN((ops::forward_on_device<cuda::regression_loss_kernel, cuda::binary_loss_kernel>)));
+  m.impl(
+      "_pointwise_loss_forward",
+      TORCH_FN((ops::forward_on_device<cuda::regression_loss_kernel, cuda::binary_loss_kernel>)));
 }
 #endif
 

@@ -45,64 +45,71 @@ using PointwiseEntry = Tensor (*)(const Tensor&, const Tensor&, const OptionalTe
 template <PointwiseEntry Entry>
 struct PointwiseOps {
   static Tensor mse_loss(const Tensor& input, const Tensor& target, c10::string_view reduction) {
-    return Entry(input, target, std::nullopt, std::nullopt, "mse_loss", std::vector<double>(), reduction);
+    return Entry(input, target, std::nullopt, std::nullopt, "mse_loss", std::vector<double>(),
+                 reduction);
   }
   static Tensor l1_loss(const Tensor& input, const Tensor& target, c10::string_view reduction) {
-    return Entry(input, target, std::nullopt, std::nullopt, "l1_loss", std::vector<double>(), reduction);
+    return Entry(input, target, std::nullopt, std::nullopt, "l1_loss", std::vector<double>(),
+                 reduction);
   }
   static Tensor huber_loss(const Tensor& input, const Tensor& target, c10::string_view reduction,
                            double delta) {
-    return Entry(input, target, std::nullopt, std::nullopt, "huber_loss", std::vector<double>{delta}, reduction);
+    return Entry(input, target, std::nullopt, std::nullopt, "huber_loss",
+                 std::vector<double>{delta}, reduction);
   }
   static Tensor smooth_l1_loss(const Tensor& input, const Tensor& target,
                                c10::string_view reduction, double beta) {
-    return Entry(input, target, std::nullopt, std::nullopt, "smooth_l1_loss", std::vector<double>{beta}, reduction);
+    return Entry(input, target, std::nullopt, std::nullopt, "smooth_l1_loss",
+                 std::vector<double>{beta}, reduction);
   }
   static Tensor binary_cross_entropy(const Tensor& input, const Tensor& target,
                                      const OptionalTensor& weight, c10::string_view reduction) {
-    return Entry(input, target, weight, std::nullopt, "binary_cross_entropy", std::vector<double>(), reduction);
+    return Entry(input, target, weight, std::nullopt, "binary_cross_entropy", std::vector<double>(),
+                 reduction);
   }
   static Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target,
                                                  const OptionalTensor& weight,
                                                  const OptionalTensor& pos_weight,
                                                  c10::string_view reduction) {
     return Entry(input, target, weight, pos_weight, "binary_cross_entropy_with_logits",
-                 std::vector<double>(),
-                 reduction);
+                 std::vector<double>(), reduction);
   }
   static Tensor sigmoid_focal_loss(const Tensor& inputs, const Tensor& targets, double alpha,
                                    double gamma, c10::string_view reduction) {
-    return Entry(inputs, targets, std::nullopt, std::nullopt, "sigmoid_focal_loss", std::vector<double>{alpha, gamma}, reduction);
+    return Entry(inputs, targets, std::nullopt, std::nullopt, "sigmoid_focal_loss",
+                 std::vector<double>{alpha, gamma}, reduction);
   }
   static Tensor soft_margin_loss(const Tensor& input, const Tensor& target,
                                  c10::string_view reduction) {
-    return Entry(input, target, std::nullopt, std::nullopt, "soft_margin_loss", std::vector<double>(), reduction);
+    return Entry(input, target, std::nullopt, std::nullopt, "soft_margin_loss",
+                 std::vector<double>(), reduction);
   }
   static Tensor hinge_embedding_loss(const Tensor& input, const Tensor& target, double margin,
                                      c10::string_view reduction) {
-    return Entry(input, target, std::nullopt, std::nullopt, "hinge_embedding_loss", std::vector<double>{margin}, reduction);
+    return Entry(input, target, std::nullopt, std::nullopt, "hinge_embedding_loss",
+                 std::vector<double>{margin}, reduction);
   }
   static Tensor hinge_loss(const Tensor& input, const Tensor& target, double margin, bool squared,
                            c10::string_view reduction) {
-    return Entry(input, target, std::nullopt, std::nullopt, "hinge_loss", std::vector<double>{margin, squared ? 1.0 : 0.0}, reduction);
+    return Entry(input, target, std::nullopt, std::nullopt, "hinge_loss",
+                 std::vector<double>{margin, squared ? 1.0 : 0.0}, reduction);
   }
 };
 
 // Registers every public pointwise op of `m` with the kernels of PointwiseOps<Entry>.
-#define FUSEDLOSS_IMPL_POINTWISE_OPS(m, Entry)                                          \
-  do {                                                                                  \
-    using Ops = ::fusedloss::ops::PointwiseOps<Entry>;                                  \
-    m.impl("mse_loss", TORCH_FN(Ops::mse_loss));                                        \
-    m.impl("l1_loss", TORCH_FN(Ops::l1_loss));                                          \
-    m.impl("huber_loss", TORCH_FN(Ops::huber_loss));                                    \
-    m.impl("smooth_l1_loss", TORCH_FN(Ops::smooth_l1_loss));                            \
-    m.impl("binary_cross_entropy", TORCH_FN(Ops::binary_cross_entropy));                \
-    m.impl("binary_cross_entropy_with_logits",                                          \
-           TORCH_FN(Ops::binary_cross_entropy_with_logits));                            \
-    m.impl("sigmoid_focal_loss", TORCH_FN(Ops::sigmoid_focal_loss));                    \
-    m.impl("soft_margin_loss", TORCH_FN(Ops::soft_margin_loss));                        \
-    m.impl("hinge_embedding_loss", TORCH_FN(Ops::hinge_embedding_loss));                \
-    m.impl("hinge_loss", TORCH_FN(Ops::hinge_loss));                                    \
+#define FUSEDLOSS_IMPL_POINTWISE_OPS(m, Entry)                                                   \
+  do {                                                                                           \
+    using Ops = ::fusedloss::ops::PointwiseOps<Entry>;                                           \
+    m.impl("mse_loss", TORCH_FN(Ops::mse_loss));                                                 \
+    m.impl("l1_loss", TORCH_FN(Ops::l1_loss));                                                   \
+    m.impl("huber_loss", TORCH_FN(Ops::huber_loss));                                             \
+    m.impl("smooth_l1_loss", TORCH_FN(Ops::smooth_l1_loss));                                     \
+    m.impl("binary_cross_entropy", TORCH_FN(Ops::binary_cross_entropy));                         \
+    m.impl("binary_cross_entropy_with_logits", TORCH_FN(Ops::binary_cross_entropy_with_logits)); \
+    m.impl("sigmoid_focal_loss", TORCH_FN(Ops::sigmoid_focal_loss));                             \
+    m.impl("soft_margin_loss", TORCH_FN(Ops::soft_margin_loss));                                 \
+    m.impl("hinge_embedding_loss", TORCH_FN(Ops::hinge_embedding_loss));                         \
+    m.impl("hinge_loss", TORCH_FN(Ops::hinge_loss));                                             \
   } while (0)
 
 }  // namespace ops

@@ -11,7 +11,8 @@
 namespace {
 
 torch::nn::Sequential make_model() {
-  return torch::nn::Sequential(torch::nn::Linear(3, 32), torch::nn::Tanh(), torch::nn::Linear(32, 1));
+  return torch::nn::Sequential(torch::nn::Linear(3, 32), torch::nn::Tanh(),
+                               torch::nn::Linear(32, 1));
 }
 
 }  // namespace

@@ -15,24 +15,46 @@ namespace F = torch::nn::functional;
 
 struct LossCase {
   std::string name;
-  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, torch::nn::MSELossOptions::reduction_t)> ours;
-  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, torch::nn::MSELossOptions::reduction_t)> torch_ref;
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&,
+                              torch::nn::MSELossOptions::reduction_t)>
+      ours;
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&,
+                              torch::nn::MSELossOptions::reduction_t)>
+      torch_ref;
 };
 
 std::vector<LossCase> loss_cases() {
   return {
       {"mse_loss",
-       [](auto& x, auto& y, auto r) { return fusedloss::functional::mse_loss(x, y, torch::nn::MSELossOptions().reduction(r)); },
-       [](auto& x, auto& y, auto r) { return F::mse_loss(x, y, F::MSELossFuncOptions().reduction(r)); }},
+       [](auto& x, auto& y, auto r) {
+         return fusedloss::functional::mse_loss(x, y, torch::nn::MSELossOptions().reduction(r));
+       },
+       [](auto& x, auto& y, auto r) {
+         return F::mse_loss(x, y, F::MSELossFuncOptions().reduction(r));
+       }},
       {"l1_loss",
-       [](auto& x, auto& y, auto r) { return fusedloss::functional::l1_loss(x, y, torch::nn::L1LossOptions().reduction(r)); },
-       [](auto& x, auto& y, auto r) { return F::l1_loss(x, y, F::L1LossFuncOptions().reduction(r)); }},
+       [](auto& x, auto& y, auto r) {
+         return fusedloss::functional::l1_loss(x, y, torch::nn::L1LossOptions().reduction(r));
+       },
+       [](auto& x, auto& y, auto r) {
+         return F::l1_loss(x, y, F::L1LossFuncOptions().reduction(r));
+       }},
       {"huber_loss",
-       [](auto& x, auto& y, auto r) { return fusedloss::functional::huber_loss(x, y, torch::nn::HuberLossOptions().reduction(r).delta(0.7)); },
-       [](auto& x, auto& y, auto r) { return F::huber_loss(x, y, F::HuberLossFuncOptions().reduction(r).delta(0.7)); }},
+       [](auto& x, auto& y, auto r) {
+         return fusedloss::functional::huber_loss(
+             x, y, torch::nn::HuberLossOptions().reduction(r).delta(0.7));
+       },
+       [](auto& x, auto& y, auto r) {
+         return F::huber_loss(x, y, F::HuberLossFuncOptions().reduction(r).delta(0.7));
+       }},
       {"smooth_l1_loss",
-       [](auto& x, auto& y, auto r) { return fusedloss::functional::smooth_l1_loss(x, y, torch::nn::SmoothL1LossOptions().reduction(r).beta(0.5)); },
-       [](auto& x, auto& y, auto r) { return F::smooth_l1_loss(x, y, F::SmoothL1LossFuncOptions().reduction(r), 0.5); }},
+       [](auto& x, auto& y, auto r) {
+         return fusedloss::functional::smooth_l1_loss(
+             x, y, torch::nn::SmoothL1LossOptions().reduction(r).beta(0.5));
+       },
+       [](auto& x, auto& y, auto r) {
+         return F::smooth_l1_loss(x, y, F::SmoothL1LossFuncOptions().reduction(r), 0.5);
+       }},
   };
 }
 
@@ -46,11 +68,14 @@ std::vector<torch::nn::MSELossOptions::reduction_t> reductions() {
   return {torch::kNone, torch::kMean, torch::kSum};
 }
 
-void expect_close(const torch::Tensor& actual, const torch::Tensor& expected, const std::string& what) {
+void expect_close(const torch::Tensor& actual, const torch::Tensor& expected,
+                  const std::string& what) {
   ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
   ASSERT_EQ(actual.scalar_type(), expected.scalar_type()) << what;
   EXPECT_TRUE(torch::allclose(actual, expected, /*rtol=*/1e-5, /*atol=*/1e-6))
-      << what << "\nactual:\n" << actual << "\nexpected:\n" << expected;
+      << what << "\nactual:\n"
+      << actual << "\nexpected:\n"
+      << expected;
 }
 
 TEST(PointwiseLosses, ValuesAndGradientsMatchLibTorch) {
@@ -91,7 +116,8 @@ TEST(PointwiseLosses, ModulesMatchFunctional) {
   expect_close(mse(x, y), torch::mse_loss(x, y), "MSELoss");
   expect_close(l1(x, y), F::l1_loss(x, y, F::L1LossFuncOptions(torch::kSum)), "L1Loss");
   expect_close(huber(x, y), F::huber_loss(x, y, F::HuberLossFuncOptions().delta(0.3)), "HuberLoss");
-  expect_close(smooth(x, y), F::smooth_l1_loss(x, y, F::SmoothL1LossFuncOptions(), 2.0), "SmoothL1Loss");
+  expect_close(smooth(x, y), F::smooth_l1_loss(x, y, F::SmoothL1LossFuncOptions(), 2.0),
+               "SmoothL1Loss");
   // Modules are real torch::nn modules: they print and clone.
   std::ostringstream printed;
   printed << *mse;
@@ -100,13 +126,15 @@ TEST(PointwiseLosses, ModulesMatchFunctional) {
 }
 
 TEST(PointwiseLosses, DispatcherCallEqualsCppApi) {
-  auto op = c10::Dispatcher::singleton()
-                .findSchemaOrThrow("fusedloss::huber_loss", "")
-                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view, double)>();
+  auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fusedloss::huber_loss", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view, double)>();
   auto x = torch::randn({5, 3});
   auto y = torch::randn({5, 3});
   expect_close(op.call(x, y, "sum", 0.25),
-               fusedloss::functional::huber_loss(x, y, torch::nn::HuberLossOptions().reduction(torch::kSum).delta(0.25)),
+               fusedloss::functional::huber_loss(
+                   x, y, torch::nn::HuberLossOptions().reduction(torch::kSum).delta(0.25)),
                "dispatcher huber_loss");
 }
 
@@ -116,7 +144,8 @@ TEST(PointwiseLosses, BroadcastingAndDoublePrecision) {
   auto x_ref = x.detach().clone().requires_grad_();
   auto y_ref = y.detach().clone().requires_grad_();
   auto loss = fusedloss::functional::mse_loss(x, y, torch::nn::MSELossOptions(torch::kSum));
-  auto [bx, by] = std::make_tuple(torch::broadcast_tensors({x_ref, y_ref})[0], torch::broadcast_tensors({x_ref, y_ref})[1]);
+  auto [bx, by] = std::make_tuple(torch::broadcast_tensors({x_ref, y_ref})[0],
+                                  torch::broadcast_tensors({x_ref, y_ref})[1]);
   auto loss_ref = torch::mse_loss(bx, by, at::Reduction::Sum);
   expect_close(loss, loss_ref, "broadcast mse value");
   loss.backward();
@@ -133,8 +162,10 @@ TEST(PointwiseLosses, BadInputRaisesClearError) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("not broadcastable"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(fusedloss::functional::huber_loss(x, x, torch::nn::HuberLossOptions().delta(0.0)), c10::Error);
-  EXPECT_THROW(fusedloss::functional::mse_loss(x.to(torch::kLong), x.to(torch::kLong)), c10::NotImplementedError);
+  EXPECT_THROW(fusedloss::functional::huber_loss(x, x, torch::nn::HuberLossOptions().delta(0.0)),
+               c10::Error);
+  EXPECT_THROW(fusedloss::functional::mse_loss(x.to(torch::kLong), x.to(torch::kLong)),
+               c10::NotImplementedError);
 }
 
 TEST(BinaryLosses, ValuesAndGradientsMatchLibTorch) {
@@ -155,25 +186,52 @@ TEST(BinaryLosses, ValuesAndGradientsMatchLibTorch) {
     };
     const std::vector<Case> cases = {
         {"binary_cross_entropy", probabilities, soft,
-         [&](auto& x, auto& y) { return fusedloss::functional::binary_cross_entropy(x, y, torch::nn::BCELossOptions().weight(weight)); },
-         [&](auto& x, auto& y) { return F::binary_cross_entropy(x, y, F::BinaryCrossEntropyFuncOptions().weight(weight)); }},
+         [&](auto& x, auto& y) {
+           return fusedloss::functional::binary_cross_entropy(
+               x, y, torch::nn::BCELossOptions().weight(weight));
+         },
+         [&](auto& x, auto& y) {
+           return F::binary_cross_entropy(x, y, F::BinaryCrossEntropyFuncOptions().weight(weight));
+         }},
         {"binary_cross_entropy_with_logits", logits, soft,
-         [&](auto& x, auto& y) { return fusedloss::functional::binary_cross_entropy_with_logits(x, y, torch::nn::BCEWithLogitsLossOptions().pos_weight(pos_weight).reduction(torch::kSum)); },
-         [&](auto& x, auto& y) { return F::binary_cross_entropy_with_logits(x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pos_weight).reduction(torch::kSum)); }},
+         [&](auto& x, auto& y) {
+           return fusedloss::functional::binary_cross_entropy_with_logits(
+               x, y,
+               torch::nn::BCEWithLogitsLossOptions().pos_weight(pos_weight).reduction(torch::kSum));
+         },
+         [&](auto& x, auto& y) {
+           return F::binary_cross_entropy_with_logits(x, y,
+                                                      F::BinaryCrossEntropyWithLogitsFuncOptions()
+                                                          .pos_weight(pos_weight)
+                                                          .reduction(torch::kSum));
+         }},
         {"soft_margin_loss", logits, signs,
          [&](auto& x, auto& y) { return fusedloss::functional::soft_margin_loss(x, y); },
          [&](auto& x, auto& y) { return F::soft_margin_loss(x, y); }},
         {"hinge_embedding_loss", logits, signs,
-         [&](auto& x, auto& y) { return fusedloss::functional::hinge_embedding_loss(x, y, torch::nn::HingeEmbeddingLossOptions().margin(0.5).reduction(torch::kNone)); },
-         [&](auto& x, auto& y) { return F::hinge_embedding_loss(x, y, F::HingeEmbeddingLossFuncOptions().margin(0.5).reduction(torch::kNone)); }},
+         [&](auto& x, auto& y) {
+           return fusedloss::functional::hinge_embedding_loss(
+               x, y, torch::nn::HingeEmbeddingLossOptions().margin(0.5).reduction(torch::kNone));
+         },
+         [&](auto& x, auto& y) {
+           return F::hinge_embedding_loss(
+               x, y, F::HingeEmbeddingLossFuncOptions().margin(0.5).reduction(torch::kNone));
+         }},
         {"hinge_loss (formula)", logits, signs,
-         [&](auto& x, auto& y) { return fusedloss::functional::hinge_loss(x, y, fusedloss::functional::HingeLossOptions().margin(0.5).squared(true)); },
+         [&](auto& x, auto& y) {
+           return fusedloss::functional::hinge_loss(
+               x, y, fusedloss::functional::HingeLossOptions().margin(0.5).squared(true));
+         },
          [&](auto& x, auto& y) { return (0.5 - y * x).clamp_min(0).pow(2).mean(); }},
         {"sigmoid_focal_loss (torchvision formula)", logits, soft,
-         [&](auto& x, auto& y) { return fusedloss::functional::sigmoid_focal_loss(x, y, fusedloss::functional::SigmoidFocalLossOptions().reduction(torch::kSum)); },
+         [&](auto& x, auto& y) {
+           return fusedloss::functional::sigmoid_focal_loss(
+               x, y, fusedloss::functional::SigmoidFocalLossOptions().reduction(torch::kSum));
+         },
          [&](auto& x, auto& y) {
            auto p = torch::sigmoid(x);
-           auto ce = F::binary_cross_entropy_with_logits(x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone));
+           auto ce = F::binary_cross_entropy_with_logits(
+               x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone));
            auto p_t = p * y + (1 - p) * (1 - y);
            return ((0.25 * y + 0.75 * (1 - y)) * ce * (1 - p_t).pow(2)).sum();
          }},
@@ -197,18 +255,27 @@ TEST(BinaryLosses, ModulesAndBadInput) {
   auto x = torch::rand({8, 3});
   auto y = torch::rand({8, 3});
   fusedloss::nn::BCELoss bce;
-  fusedloss::nn::BCEWithLogitsLoss bce_logits(torch::nn::BCEWithLogitsLossOptions().pos_weight(torch::ones({3}) * 2));
-  fusedloss::nn::SigmoidFocalLoss focal(fusedloss::functional::SigmoidFocalLossOptions().gamma(0).alpha(-1).reduction(torch::kMean));
+  fusedloss::nn::BCEWithLogitsLoss bce_logits(
+      torch::nn::BCEWithLogitsLossOptions().pos_weight(torch::ones({3}) * 2));
+  fusedloss::nn::SigmoidFocalLoss focal(
+      fusedloss::functional::SigmoidFocalLossOptions().gamma(0).alpha(-1).reduction(torch::kMean));
   expect_close(bce(x, y), F::binary_cross_entropy(x, y), "BCELoss");
-  expect_close(bce_logits(x, y), F::binary_cross_entropy_with_logits(x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(torch::ones({3}) * 2)), "BCEWithLogitsLoss");
-  expect_close(focal(x, y), F::binary_cross_entropy_with_logits(x, y), "focal with gamma 0 is BCE-with-logits");
+  expect_close(
+      bce_logits(x, y),
+      F::binary_cross_entropy_with_logits(
+          x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(torch::ones({3}) * 2)),
+      "BCEWithLogitsLoss");
+  expect_close(focal(x, y), F::binary_cross_entropy_with_logits(x, y),
+               "focal with gamma 0 is BCE-with-logits");
   EXPECT_THROW(bce(x + 1, y), c10::Error);  // probabilities above 1
   fusedloss::nn::HingeLoss hinge;
   EXPECT_THROW(hinge(x, y), c10::ValueError);  // labels other than -1 and 1
 }
 
 TEST(PointwiseLosses, Cuda) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device on this machine; CUDA is covered by ValuesAndGradientsMatchLibTorch where one is present";
+  if (!torch::cuda::is_available())
+    GTEST_SKIP() << "no CUDA device on this machine; CUDA is covered by "
+                    "ValuesAndGradientsMatchLibTorch where one is present";
   auto x = torch::randn({1 << 20}, torch::kCUDA);
   auto y = torch::randn({1 << 20}, torch::kCUDA);
   expect_close(fusedloss::functional::mse_loss(x, y), torch::mse_loss(x, y), "cuda mse 1M");
