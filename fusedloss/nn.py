@@ -10,7 +10,7 @@ from . import functional as F
 
 __all__ = [
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
-    "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss",
+    "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss", "replace_losses",
 ]
 
 
@@ -82,3 +82,31 @@ class HingeLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.hinge_loss(input, target, self.margin, self.squared, self.reduction)
+
+
+# torch.nn loss class -> its fusedloss drop-in (same constructor, same state).
+DROP_INS = {
+    torch.nn.MSELoss: MSELoss,
+    torch.nn.L1Loss: L1Loss,
+    torch.nn.HuberLoss: HuberLoss,
+    torch.nn.SmoothL1Loss: SmoothL1Loss,
+    torch.nn.BCELoss: BCELoss,
+    torch.nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
+    torch.nn.SoftMarginLoss: SoftMarginLoss,
+    torch.nn.HingeEmbeddingLoss: HingeEmbeddingLoss,
+}
+
+
+def replace_losses(module: torch.nn.Module) -> torch.nn.Module:
+    """Switches every torch.nn loss module in `module`'s tree (`module` itself included) to its
+    fusedloss drop-in, in place, and returns `module`.
+
+    Each fusedloss module subclasses the torch one and keeps its state, so the switch only
+    changes the class: arguments, buffers (weight, pos_weight), hooks and state_dict keys stay.
+    Subclasses of the torch losses are left alone: their forward may do something else.
+    """
+    for submodule in module.modules():
+        replacement = DROP_INS.get(type(submodule))
+        if replacement is not None:
+            submodule.__class__ = replacement
+    return module

@@ -416,3 +416,42 @@ def test_gradient_buffer_becomes_input_grad_without_copy():
     expected = 2 * (x.detach() - y) / x.numel()
     assert_close(x.grad, expected)
     x.grad.resize_(10)  # an ordinary, resizable tensor (our allocator backs it)
+
+
+def test_replace_losses_switches_a_module_tree_in_place():
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(3, 2)
+            self.criteria = torch.nn.ModuleList(
+                [torch.nn.HuberLoss(delta=0.3), torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0, 1.0]))])
+
+    model = Model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert fusedloss.nn.replace_losses(model) is model
+    huber, bce = model.criteria
+    assert type(huber) is fusedloss.nn.HuberLoss and huber.delta == 0.3
+    assert type(bce) is fusedloss.nn.BCEWithLogitsLoss
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    x, t = torch.randn(4, 2), torch.rand(4, 2)
+    assert_close(bce(x, t), F.binary_cross_entropy_with_logits(x, t, pos_weight=torch.tensor([2.0, 1.0])))
+    assert type(fusedloss.nn.replace_losses(torch.nn.MSELoss())) is fusedloss.nn.MSELoss
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_many_threads_give_the_results_of_one(name, device):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ours_fn, _, options = LOSSES[name]
+    x, y = make_pair((200_003,), torch.float32, device)
+
+    def run(_):
+        xg = x.clone().requires_grad_()
+        loss = ours_fn(xg, y, **options)
+        loss.backward()
+        return loss, xg.grad
+
+    expected = run(None)
+    with ThreadPoolExecutor(8) as pool:
+        for loss, grad in pool.map(run, range(32)):
+            assert torch.equal(loss, expected[0]) and torch.equal(grad, expected[1])
