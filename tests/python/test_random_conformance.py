@@ -1,0 +1,75 @@
+"""Randomized conformance: hypothesis draws shapes, broadcasting, strides, dtypes, reductions and
+options for every pointwise op and compares values and gradients with its oracle.
+
+A fixed, derandomized profile runs in CI; FUSEDLOSS_HYPOTHESIS_PROFILE=long runs a longer search.
+"""
+
+import os
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import test_binary_losses as binary
+import test_pointwise_losses as regression
+from tolerances import DTYPES
+
+settings.register_profile("ci", max_examples=150, derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=3000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("FUSEDLOSS_HYPOTHESIS_PROFILE", "ci"))
+
+shapes = st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple)
+
+
+@st.composite
+def broadcast_partner(draw, shape):
+    """A shape that broadcasts with `shape`: some dimensions set to 1, some leading ones dropped."""
+    dims = [1 if draw(st.booleans()) and draw(st.booleans()) else d for d in shape]
+    return tuple(dims[draw(st.integers(0, len(dims))):])
+
+
+@st.composite
+def layouts(draw, tensor):
+    """The same values, maybe as a non-contiguous view."""
+    if tensor.dim() >= 2 and draw(st.booleans()):
+        return tensor.transpose(0, 1).contiguous().transpose(0, 1)
+    if tensor.dim() >= 1 and draw(st.booleans()):
+        doubled = torch.repeat_interleave(tensor, 2, dim=-1)
+        return doubled[..., ::2]
+    return tensor
+
+
+@given(data=st.data())
+def test_regression_losses(data):
+    name = data.draw(st.sampled_from(list(regression.LOSSES)))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    reduction = data.draw(st.sampled_from(regression.REDUCTIONS))
+    shape = data.draw(shapes)
+    target_shape = data.draw(broadcast_partner(shape))
+    if data.draw(st.booleans()):
+        shape, target_shape = target_shape, shape
+    x, _ = regression.make_pair(shape, dtype, "cpu", seed=data.draw(st.integers(0, 99)))
+    _, y = regression.make_pair(target_shape, dtype, "cpu", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        regression.check_against_torch(name, data.draw(layouts(x)), data.draw(layouts(y)), reduction)
+
+
+@given(data=st.data())
+def test_binary_losses(data):
+    name = data.draw(st.sampled_from(list(binary.LOSSES)))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    reduction = data.draw(st.sampled_from(binary.REDUCTIONS))
+    shape = data.draw(shapes)
+    x, t = binary.make_inputs(name, shape, dtype, "cpu", seed=data.draw(st.integers(0, 99)))
+    options = binary.resolve_options(binary.LOSSES[name][2], shape, dtype, "cpu")
+    if name.startswith(("binary_cross_entropy", "bce_with_logits")) and data.draw(st.booleans()):
+        weight_shape = data.draw(broadcast_partner(shape))
+        options["weight"] = torch.rand(weight_shape, dtype=torch.float64).to(dtype) + 0.25
+    if name == "bce_with_logits_pos_weight" and len(shape) and data.draw(st.booleans()):
+        options["pos_weight"] = torch.rand(data.draw(broadcast_partner(shape)), dtype=torch.float64).to(dtype) * 3
+    binary.check_against_oracle(name, data.draw(layouts(x)), data.draw(layouts(t)), reduction, options)
