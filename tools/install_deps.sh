@@ -27,7 +27,7 @@ else
 fi
 
 python_missing=()
-for module in pytest numpy expecttest hypothesis; do
+for module in pytest numpy expecttest hypothesis matplotlib tqdm; do
   python3 -c "import $module" 2>/dev/null || python_missing+=("$module")
 done
 if [ ${#python_missing[@]} -gt 0 ]; then

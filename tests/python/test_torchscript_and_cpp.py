@@ -97,3 +97,22 @@ def test_cpp_trainer_built_with_find_package_runs():
     out = subprocess.run([binary], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "the two runs agree" in out.stdout
+
+
+def test_python_examples_run(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (tools/install_deps.sh installs it)")
+    pytest.importorskip("tqdm", reason="tqdm not installed (tools/install_deps.sh installs it)")
+    examples = os.path.join(ROOT, "examples", "python")
+    out = subprocess.run([sys.executable, os.path.join(examples, "regression_demo.py"), "--epochs", "20"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "the two runs agree" in out.stdout, out.stdout + out.stderr
+    plot = tmp_path / "fits.png"
+    out = subprocess.run([sys.executable, os.path.join(examples, "regression_outliers.py"),
+                          "--steps", "300", "--out", str(plot)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert plot.stat().st_size > 10_000
+    # L1 and Huber stay near the true slope (1.5) despite the outliers; MSE is pulled away.
+    slopes = {line.split(":")[0].strip(): float(line.split("slope ")[1].split(",")[0])
+              for line in out.stdout.splitlines() if "slope" in line and "true" not in line}
+    assert abs(slopes["L1Loss"] - 1.5) < abs(slopes["MSELoss"] - 1.5)
+    assert abs(slopes["HuberLoss"] - 1.5) < abs(slopes["MSELoss"] - 1.5)
