@@ -30,15 +30,23 @@ bool is_plain_cpu_one(const Tensor& scale) {
          scale.item<double>() == 1.0;
 }
 
-// gradient * scale, reusing the saved buffer when this backward is its last use.
-Tensor scaled(Tensor gradient, const Tensor& scale, bool reduced) {
-  if (reduced && is_plain_cpu_one(scale)) return gradient;
-  if (!torch::autograd::get_current_graph_task_keep_graph()) {
-    // The graph is freed after this backward: the engine releases the saved variable next, and
-    // the buffer moves on (into input.grad) with no copy.
-    return gradient.mul_(scale);
+// What backward multiplies a saved gradient by.
+struct Scale {
+  Tensor factor;          // grad_output: per element for 'none', 0-d otherwise
+  bool reduced = false;   // 'mean' or 'sum'
+  bool in_float = false;  // factor is grad_output / n in float: see scaled()
+};
+
+// gradient * scale. When the forward left out the 1/n of a float16/bfloat16 mean, the product is
+// formed in float and rounded once: a GPU kernel reads a 0-d float factor at the gradient's half
+// precision, where 1/n underflows. Otherwise the saved buffer is reused in place when this
+// backward is its last use (reuse_buffer).
+Tensor scaled(const Tensor& gradient, const Scale& scale, bool reuse_buffer) {
+  if (scale.in_float) {
+    return gradient.to(at::kFloat).mul_(scale.factor).to(gradient.scalar_type());
   }
-  return gradient.mul(scale);
+  if (scale.reduced && is_plain_cpu_one(scale.factor)) return gradient;
+  return reuse_buffer ? gradient.mul_(scale.factor) : gradient.mul(scale.factor);
 }
 
 class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunction> {
@@ -77,23 +85,26 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     const std::string& reduction = ctx->saved_data["reduction"].toStringRef();
     const bool reduced = reduction != "none";
 
-    Tensor scale = grad_outputs[0];  // per element for 'none', a 0-d tensor otherwise
-    if (reduced) {
-      // Scale in float or double: a half-precision 1/n would underflow for large n.
-      if (at::isReducedFloatingType(scale.scalar_type())) scale = scale.to(at::kFloat);
-      if (reduction == "mean" && !ctx->saved_data["mean_in_grad"].toBool()) {
-        scale = scale.div(c10::Scalar(saved[0].sym_numel()));
-      }
+    Scale scale{grad_outputs[0], reduced, false};
+    if (reduction == "mean" && !ctx->saved_data["mean_in_grad"].toBool()) {
+      scale.factor = scale.factor.to(at::kFloat).div(c10::Scalar(saved[0].sym_numel()));
+      scale.in_float = true;
     }
+    // The graph is freed after this backward: the engine releases the saved variables next, so
+    // their buffers may be reused and move on (into input.grad) with no copy.
+    const bool last_use = !torch::autograd::get_current_graph_task_keep_graph();
 
     Tensor grad_target;
     if (ctx->needs_input_grad(1)) {
       switch (ops::target_gradient(op)) {
-        case TargetGradient::NegatedInputGradient:
-          grad_target = saved[0].mul(scale).neg_();
+        case TargetGradient::NegatedInputGradient: {
+          // Out of place: saved[0] is still needed for the input gradient below.
+          const Tensor product = scaled(saved[0], scale, /*reuse_buffer=*/false);
+          grad_target = product.is_same(saved[0]) ? product.neg() : product.neg_();
           break;
+        }
         case TargetGradient::Formula:
-          grad_target = scaled(saved[1], scale, reduced);
+          grad_target = scaled(saved[1], scale, last_use);
           break;
         case TargetGradient::NotDifferentiable:
           TORCH_CHECK(false, "fusedloss.", op,
@@ -108,7 +119,7 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     }
     Tensor grad_input;
     if (ctx->needs_input_grad(0)) {
-      grad_input = at::sum_to(scaled(saved[0], scale, reduced),
+      grad_input = at::sum_to(scaled(saved[0], scale, last_use),
                               ctx->saved_data["input_shape"].toSymIntVector());
     }
     return {grad_input, grad_target, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};

@@ -159,6 +159,8 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(
     c10::string_view reduction, bool compute_grad, bool compute_target_grad, bool mean_in_grad) {
   auto spec = parse_spec(op, params, reduction);
   const auto dtype = check_inputs(op, input, target, weight, pos_weight);
+  TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._pointwise_loss_forward: ",
+              "compute_target_grad needs compute_grad (the target gradient is computed with it)");
   const auto sym_shape =
       broadcast_shape(op, "input and target", input.sym_sizes(), target.sym_sizes());
   const auto shape = C10_AS_INTARRAYREF_SLOW(sym_shape);
@@ -217,6 +219,8 @@ std::tuple<Tensor, Tensor, Tensor> forward_meta(const Tensor& input, const Tenso
                                                 bool compute_target_grad, bool /*mean_in_grad*/) {
   const auto spec = parse_spec(op, params, reduction);
   const auto options = input.options().dtype(check_inputs(op, input, target, weight, pos_weight));
+  TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._pointwise_loss_forward: ",
+              "compute_target_grad needs compute_grad (the target gradient is computed with it)");
   const auto shape = broadcast_shape(op, "input and target", input.sym_sizes(), target.sym_sizes());
   const auto full = [&] { return at::empty_symint(shape, options); };
   const auto empty = [&] { return at::empty({0}, options); };

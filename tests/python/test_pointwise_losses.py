@@ -119,15 +119,17 @@ def test_large_values_in_half_precision(name, dtype, device):
     check_against_torch(name, x, y, "sum")
 
 
-def test_mean_gradient_does_not_underflow_in_half_precision():
-    # 1/n is applied in float32 in backward: the half gradient of a large mean stays non-zero
-    # under loss scaling, where torch also keeps it (it scales in float32 too).
-    n = 1 << 20
-    x = torch.full((n,), 1.0, dtype=torch.float16, requires_grad=True)
-    y = torch.zeros(n, dtype=torch.float16)
-    FL.mse_loss(x, y).backward(torch.tensor(1024.0, dtype=torch.float16))
-    expected = 2 * 1024.0 / n
-    assert torch.allclose(x.grad.float(), torch.full((n,), expected), rtol=1e-3)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mean_gradient_does_not_underflow_in_half_precision(dtype, device):
+    # 1/n is applied in float32 in backward and the product rounded once: the half gradient of a
+    # large mean stays right under loss scaling, as torch's. (1/n = 2**-25 itself is below
+    # float16's smallest subnormal, so a half-precision scale would give 0.)
+    n = 1 << 25
+    x = torch.full((n,), 1.0, dtype=dtype, device=device, requires_grad=True)
+    y = torch.zeros(n, dtype=dtype, device=device)
+    FL.mse_loss(x, y).backward(torch.tensor(1024.0, dtype=dtype, device=device))
+    expected = 2 * 1024.0 / n  # 2**-14, exactly representable
+    assert torch.equal(x.grad, torch.full_like(x.grad, expected))
 
 
 @pytest.mark.parametrize(
@@ -212,6 +214,13 @@ def test_opcheck(name, requires_grad, device):
     for reduction in REDUCTIONS:
         torch.library.opcheck(op, (x, y, reduction, *extra))
     torch.library.opcheck(op, (x, y[0], "mean", *extra))  # broadcast
+
+
+def test_internal_forward_needs_input_gradient_for_target_gradient():
+    x, y = make_pair((3,), torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="compute_target_grad needs compute_grad"):
+        torch.ops.fusedloss._pointwise_loss_forward(x, y, None, None, "hinge_loss", [1.0, 0.0],
+                                                    "sum", False, True)
 
 
 def test_opcheck_internal_forward(device):
