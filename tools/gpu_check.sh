@@ -13,6 +13,7 @@ mkdir -p "$OUT"
 summary="$OUT/summary.txt"
 : >"$summary"
 say() { echo "$*" | tee -a "$summary"; }
+failed=0
 
 say "== $(date -u) on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$summary"
@@ -41,17 +42,21 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ "$tests" = ON ]; then
   say "== GoogleTest"
   timeout 120 ctest --test-dir "$build" --output-on-failure >"$OUT/ctest.txt" 2>&1
-  say "ctest rc=$? $(grep -E 'tests passed|tests failed' "$OUT/ctest.txt")"
+  rc=$?; [ $rc -eq 0 ] || failed=1
+  say "ctest rc=$rc $(grep -E 'tests passed|tests failed' "$OUT/ctest.txt")"
 fi
 
 say "== pytest (CPU and CUDA)"
 timeout 200 python3 -m pytest tests/python -q -rs -p no:cacheprovider >"$OUT/pytest.txt" 2>&1
-say "pytest rc=$? $(tail -n 1 "$OUT/pytest.txt")"
+rc=$?; [ $rc -eq 0 ] || failed=1
+say "pytest rc=$rc $(tail -n 1 "$OUT/pytest.txt")"
 
 say "== benchmark (CUDA)"
 timeout 300 python3 benchmarks/bench_pointwise.py --device cuda --sizes 16M 256M \
   --min-run-time 0.3 >"$OUT/bench.log" 2>&1
-say "benchmark rc=$?"
+rc=$?; [ $rc -eq 0 ] || failed=1
+say "benchmark rc=$rc"
 cp benchmarks/results/pointwise_cuda.md benchmarks/results/pointwise_cuda.csv "$OUT/" 2>/dev/null
 cat "$OUT/pointwise_cuda.md" 2>/dev/null | tee -a "$summary"
-say "== done $(date -u)"
+say "== done $(date -u), failed=$failed"
+exit $failed

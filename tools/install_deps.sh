@@ -14,9 +14,13 @@ command -v ccache >/dev/null || missing+=(ccache)
 [ -f /usr/include/gtest/gtest.h ] || missing+=(libgtest-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install_deps: apt-get install ${missing[*]}"
-  sudo_cmd=(); [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install_deps: run as root, or install sudo" >&2; exit 1; }
+    sudo_cmd=(sudo)
+  fi
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
 if python3 -c "import torch" 2>/dev/null; then
@@ -27,6 +31,10 @@ else
 fi
 
 python_missing=()
+# --no-build-isolation builds need setuptools >= 64 and wheel in the environment itself.
+python3 -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)" \
+  2>/dev/null || python_missing+=("setuptools>=64")
+python3 -c "import wheel" 2>/dev/null || python_missing+=(wheel)
 for module in pytest numpy expecttest hypothesis matplotlib tqdm; do
   python3 -c "import $module" 2>/dev/null || python_missing+=("$module")
 done

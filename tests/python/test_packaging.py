@@ -20,9 +20,14 @@ def run(command, **kwargs):
     return result.stdout
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "build", "cmake", "CMakeCache.txt")),
-                    reason="no CMake build directory yet (tools/run_tests.sh creates it)")
+BUILD_DIR = os.environ.get("FUSEDLOSS_BUILD_DIR", os.path.join(ROOT, "build", "cmake"))
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(BUILD_DIR, "CMakeCache.txt")),
+                    reason=f"no CMake build directory at {BUILD_DIR} (tools/run_tests.sh creates it)")
 def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path):
+    pytest.importorskip("ensurepip", reason="this Python has no ensurepip to seed a venv "
+                        "(Debian: apt-get install python3-venv)")
     wheel_dir = tmp_path / "wheel"
     run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
          "-w", str(wheel_dir), ROOT])
@@ -46,6 +51,9 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path):
 def test_install_tree_is_relocatable(tmp_path):
     moved = tmp_path / "somewhere" / "else"
     shutil.copytree(INSTALL_TREE, moved)
+    # Nothing in the tree may point back at where it was installed.
+    for path in moved.rglob("*.cmake"):
+        assert INSTALL_TREE not in path.read_text(), f"{path} names {INSTALL_TREE}"
     env = dict(os.environ, TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0+PTX"))
     out = run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp"), "-B", str(tmp_path / "build"),
                f"-DCMAKE_PREFIX_PATH={moved};{torch.utils.cmake_prefix_path}",

@@ -464,3 +464,10 @@ def test_many_threads_give_the_results_of_one(name, device):
     with ThreadPoolExecutor(8) as pool:
         for loss, grad in pool.map(run, range(32)):
             assert torch.equal(loss, expected[0]) and torch.equal(grad, expected[1])
+
+
+def test_loading_into_another_torch_version_names_both(monkeypatch):
+    built_against = torch.ops.fusedloss._build_info()[1]
+    monkeypatch.setattr(torch, "__version__", "1.0.0+other")
+    with pytest.raises(ImportError, match=rf"compiled against torch {built_against} but torch 1.0.0\+other is running"):
+        fusedloss._library.load()
