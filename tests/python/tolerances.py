@@ -1,4 +1,5 @@
-"""Tolerances against the torch oracle, per dtype; the one place they are set.
+"""Tolerances against the torch oracle, per dtype; the one place they are set. Also the
+bitwise-determinism check the test files share.
 
 float32/float64: summation order differs (we add in fixed chunks, widening to float64), so the
 reduced values agree to rounding. float16/bfloat16: both compute in float32, but torch rounds the
@@ -21,3 +22,21 @@ DTYPES = list(TOLERANCES)
 def assert_close(actual, expected, dtype=None, msg=""):
     tolerance = TOLERANCES[dtype or expected.dtype]
     torch.testing.assert_close(actual, expected, equal_nan=True, msg=msg or None, **tolerance)
+
+
+def assert_bitwise_deterministic(loss_fn, x):
+    """loss_fn(x) and its input gradient are bitwise equal run after run, at 1 and 2 threads
+    (CPU: fixed chunks summed in order; CUDA: no float atomics)."""
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            xg = x.clone().requires_grad_()
+            loss = loss_fn(xg)
+            loss.backward()
+            results.append((loss, xg.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
