@@ -404,3 +404,18 @@ def test_focal_and_hinge_modules():
     module = fusedloss.nn.HingeLoss(margin=0.5, squared=True)
     assert_close(module(x, t), hinge_reference(x, t, 0.5, True))
     assert_close(torch.jit.script(module)(x, t), hinge_reference(x, t, 0.5, True))
+
+
+def test_torch_compile_inductor_with_weights():
+    # Inductor (not only aot_eager) around an op with optional tensor arguments.
+    torch._dynamo.reset()
+    pos_weight = torch.rand(5) + 0.5
+    compiled = torch.compile(lambda a, b: FL.binary_cross_entropy_with_logits(a, b, pos_weight=pos_weight), fullgraph=True)
+    x, t = make_inputs("bce_with_logits", (8, 5), torch.float32, "cpu")
+    xs, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = compiled(xs, t)
+    out.backward()
+    expected = F.binary_cross_entropy_with_logits(xr, t, pos_weight=pos_weight)
+    expected.backward()
+    assert_close(out, expected)
+    assert_close(xs.grad, xr.grad)
