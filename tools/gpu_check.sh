@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, for the lent H200 machine (its own torch, nvcc, CMake, Ninja, pytest; no network):
-# builds from source for sm_90, runs every test (the CUDA ones included) and the GPU benchmark,
-# and writes the results under $OUT. Sized to finish in under 8 minutes.
+# builds from source for sm_90, runs GoogleTest and every CUDA test case, and the GPU benchmark,
+# and writes the results under $OUT. Sized to finish in about 6 minutes.
 #
 #   OUT=/some/dir tools/gpu_check.sh
 #
@@ -46,13 +46,16 @@ if [ "$tests" = ON ]; then
   say "ctest rc=$rc $(grep -E 'tests passed|tests failed' "$OUT/ctest.txt")"
 fi
 
-say "== pytest (CPU and CUDA)"
-timeout 200 python3 -m pytest tests/python -q -rs -p no:cacheprovider >"$OUT/pytest.txt" 2>&1
+say "== pytest (the CUDA cases; CI runs the CPU ones)"
+# The image may lack hypothesis, matplotlib or expecttest: a module that cannot be collected must
+# not stop the others.
+timeout 150 python3 -m pytest tests/python -q -rs -p no:cacheprovider -k cuda \
+  --continue-on-collection-errors >"$OUT/pytest.txt" 2>&1
 rc=$?; [ $rc -eq 0 ] || failed=1
 say "pytest rc=$rc $(tail -n 1 "$OUT/pytest.txt")"
 
 say "== benchmark (CUDA)"
-timeout 300 python3 benchmarks/bench_pointwise.py --device cuda --sizes 16M 256M \
+timeout 150 python3 benchmarks/bench_pointwise.py --device cuda --sizes 16M \
   --min-run-time 0.3 >"$OUT/bench.log" 2>&1
 rc=$?; [ $rc -eq 0 ] || failed=1
 say "benchmark rc=$rc"
