@@ -4,7 +4,7 @@ Each function calls its operator in torch.ops.fusedloss; every one is TorchScrip
 """
 
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -14,6 +14,7 @@ __all__ = [
     "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss",
+    "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
 ]
 
 
@@ -201,3 +202,91 @@ def hinge_loss(
     """Binary SVM (max-margin) loss max(0, margin - target * input), squared for the L2-SVM;
     target holds the labels -1 and 1 (anything else is a ValueError)."""
     return torch.ops.fusedloss.hinge_loss(input, target, margin, squared, reduction)
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    size_average: Optional[bool] = None,
+    ignore_index: int = -100,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+    check_target: bool = True,
+) -> Tensor:
+    """Softmax cross entropy on logits, fused with its gradient; see torch's cross_entropy.
+
+    Class-index targets ((N), (N, d1, ...), or 0-d for an input (C)) or class probabilities
+    (target of the input's shape). Keyword-only extras: z_loss adds z_loss * logsumexp^2 per
+    (non-ignored) row, averaged over those rows for 'mean' (PaLM's auxiliary loss); softcap
+    passes the logits through softcap * tanh(logits / softcap) first (Gemma 2);
+    check_target=False skips the range check of class indices (on CUDA a host synchronization):
+    a row with an out-of-range target then gets a NaN loss, never an out-of-bounds access.
+    """
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.cross_entropy(
+        input, target, weight, ignore_index, reduction, label_smoothing,
+        z_loss=z_loss, softcap=softcap, check_target=check_target,
+    )
+
+
+def cross_entropy_with_z_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+    check_target: bool = True,
+) -> Tuple[Tensor, Tensor]:
+    """cross_entropy that also returns its z-loss part, reduced the same way, for logging.
+
+    Returns (loss, z): loss already includes z, which carries no gradient of its own.
+    """
+    return torch.ops.fusedloss.cross_entropy_with_z_loss(
+        input, target, weight, ignore_index, reduction, label_smoothing,
+        z_loss=z_loss, softcap=softcap, check_target=check_target,
+    )
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    size_average: Optional[bool] = None,
+    ignore_index: int = -100,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    *,
+    check_target: bool = True,
+) -> Tensor:
+    """Negative log likelihood of log-probabilities (pair with log_softmax); see torch's.
+
+    Out-of-range targets raise IndexError on every device (check_target=False: NaN instead)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.nll_loss(
+        input, target, weight, ignore_index, reduction, check_target=check_target
+    )
+
+
+def multi_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Optional[Tensor] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Multi-class hinge: sum over j != y of w_y * max(0, margin - x_y + x_j)^p / C, p in {1, 2};
+    see torch.nn.functional.multi_margin_loss."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.multi_margin_loss(input, target, p, margin, weight, reduction)

@@ -2,6 +2,8 @@
 forward calls the fused operator. `torch.nn.MSELoss(...)` -> `fusedloss.nn.MSELoss(...)` is the
 whole change, and isinstance checks against the torch class still hold."""
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 from torch.nn.modules.loss import _Loss
@@ -10,7 +12,8 @@ from . import functional as F
 
 __all__ = [
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
-    "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss", "replace_losses",
+    "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss",
+    "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "replace_losses",
 ]
 
 
@@ -84,6 +87,43 @@ class HingeLoss(_Loss):
         return F.hinge_loss(input, target, self.margin, self.squared, self.reduction)
 
 
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """torch.nn.CrossEntropyLoss, fused; keyword-only extras z_loss, softcap and check_target as
+    in fusedloss.functional.cross_entropy (defaults: torch's behaviour)."""
+
+    __constants__ = ["ignore_index", "reduction", "label_smoothing", "z_loss", "softcap",
+                     "check_target"]
+    softcap: Optional[float]
+
+    def __init__(self, weight: Optional[Tensor] = None, size_average=None, ignore_index: int = -100,
+                 reduce=None, reduction: str = "mean", label_smoothing: float = 0.0, *,
+                 z_loss: float = 0.0, softcap: Optional[float] = None,
+                 check_target: bool = True) -> None:
+        super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.check_target = check_target
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(
+            input, target, weight=self.weight, ignore_index=self.ignore_index,
+            reduction=self.reduction, label_smoothing=self.label_smoothing, z_loss=self.z_loss,
+            softcap=self.softcap, check_target=self.check_target,
+        )
+
+
+class NLLLoss(torch.nn.NLLLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                          reduction=self.reduction)
+
+
+class MultiMarginLoss(torch.nn.MultiMarginLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.multi_margin_loss(input, target, p=self.p, margin=self.margin,
+                                   weight=self.weight, reduction=self.reduction)
+
+
 # torch.nn loss class -> its fusedloss drop-in (same constructor, same state).
 DROP_INS = {
     torch.nn.MSELoss: MSELoss,
@@ -94,6 +134,9 @@ DROP_INS = {
     torch.nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
     torch.nn.SoftMarginLoss: SoftMarginLoss,
     torch.nn.HingeEmbeddingLoss: HingeEmbeddingLoss,
+    torch.nn.CrossEntropyLoss: CrossEntropyLoss,
+    torch.nn.NLLLoss: NLLLoss,
+    torch.nn.MultiMarginLoss: MultiMarginLoss,
 }
 
 

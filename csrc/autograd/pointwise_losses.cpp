@@ -7,10 +7,10 @@
 
 #include "ops/pointwise_losses.h"
 
+#include "autograd/saved_gradient.h"
+
 #include <ATen/ExpandUtils.h>
-#include <ATen/TensorSubclassLikeUtils.h>
 #include <torch/autograd.h>
-#include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
 
 namespace fusedloss {
@@ -22,32 +22,6 @@ using ops::OptionalTensor;
 using ops::TargetGradient;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// True when `scale` is a plain CPU number equal to 1, so multiplying by it can be skipped. Never
-// reads the value of a GPU tensor (that would synchronize) or of a traced one (torch.compile).
-bool is_plain_cpu_one(const Tensor& scale) {
-  return scale.dim() == 0 && scale.device().is_cpu() && !at::isTensorSubclassLike(scale) &&
-         scale.item<double>() == 1.0;
-}
-
-// What backward multiplies a saved gradient by.
-struct Scale {
-  Tensor factor;          // grad_output: per element for 'none', 0-d otherwise
-  bool reduced = false;   // 'mean' or 'sum'
-  bool in_float = false;  // factor is grad_output / n in float: see scaled()
-};
-
-// gradient * scale. When the forward left out the 1/n of a float16/bfloat16 mean, the product is
-// formed in float and rounded once: a GPU kernel reads a 0-d float factor at the gradient's half
-// precision, where 1/n underflows. Otherwise the saved buffer is reused in place when this
-// backward is its last use (reuse_buffer).
-Tensor scaled(const Tensor& gradient, const Scale& scale, bool reuse_buffer) {
-  if (scale.in_float) {
-    return gradient.to(at::kFloat).mul_(scale.factor).to(gradient.scalar_type());
-  }
-  if (scale.reduced && is_plain_cpu_one(scale.factor)) return gradient;
-  return reuse_buffer ? gradient.mul_(scale.factor) : gradient.mul(scale.factor);
-}
 
 class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunction> {
  public:
@@ -90,9 +64,7 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
       scale.factor = scale.factor.to(at::kFloat).div(c10::Scalar(saved[0].sym_numel()));
       scale.in_float = true;
     }
-    // The graph is freed after this backward: the engine releases the saved variables next, so
-    // their buffers may be reused and move on (into input.grad) with no copy.
-    const bool last_use = !torch::autograd::get_current_graph_task_keep_graph();
+    const bool last_use = saved_buffers_die_after_backward();
 
     Tensor grad_target;
     if (ctx->needs_input_grad(1)) {

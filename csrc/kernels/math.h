@@ -21,6 +21,8 @@ C10_HOST_DEVICE inline float log1p_of(float v) { return log1pf(v); }
 C10_HOST_DEVICE inline double log1p_of(double v) { return log1p(v); }
 C10_HOST_DEVICE inline float pow_of(float a, float b) { return powf(a, b); }
 C10_HOST_DEVICE inline double pow_of(double a, double b) { return pow(a, b); }
+C10_HOST_DEVICE inline float tanh_of(float v) { return tanhf(v); }
+C10_HOST_DEVICE inline double tanh_of(double v) { return tanh(v); }
 C10_HOST_DEVICE inline float absolute(float v) { return fabsf(v); }
 C10_HOST_DEVICE inline double absolute(double v) { return fabs(v); }
 

@@ -1,0 +1,156 @@
+// Autograd for cross_entropy and multi_margin_loss, in C++ so that TorchScript and LibTorch
+// programs get it too. The forward saves only the gradient the fused kernel wrote (for
+// float32/float64 'mean' it already holds 1/denominator); backward scales it by grad_output.
+// nll_loss needs none of this: it is a composite of ATen ops, differentiated by autograd.
+
+#include "ops/multiclass_losses.h"
+
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "autograd/saved_gradient.h"
+
+namespace fusedloss {
+namespace autograd {
+namespace {
+
+using at::Tensor;
+using ops::OptionalTensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+void refuse_double_backward(const char* op) {
+  // create_graph=True asks for a differentiable gradient. The saved gradient is a constant to
+  // autograd, so its second derivative would silently be zero: refuse instead.
+  TORCH_CHECK(!at::GradMode::is_enabled(), "fusedloss.", op,
+              ": double backward (backward with create_graph=True) is not supported; the fused "
+              "kernel saves only the first derivative. Compute the loss with torch.nn.functional "
+              "where second derivatives are needed.");
+}
+
+void refuse_weight_gradient(const char* op, const OptionalTensor& weight) {
+  TORCH_CHECK(!at::GradMode::is_enabled() || !weight.has_value() || !weight->requires_grad(),
+              "fusedloss.", op, ": the derivative for 'weight' is not implemented (as in torch)");
+}
+
+// How backward scales the saved gradient(s) for grad_output.
+Scale backward_scale(const Tensor& grad_output, const std::string& reduction, bool mean_in_grad,
+                     const Tensor& divisor, int64_t input_dim) {
+  if (reduction == "none") {
+    // Per row: broadcast along the class dimension (none for an input (C)).
+    return {input_dim >= 2 ? grad_output.unsqueeze(1) : grad_output, false, false};
+  }
+  if (reduction == "mean" && !mean_in_grad) {
+    return {grad_output.to(at::kFloat).div(divisor.to(at::kFloat)), true, true};
+  }
+  return {grad_output, true, false};
+}
+
+class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& target,
+                               const OptionalTensor& weight, int64_t ignore_index,
+                               const std::string& reduction, double label_smoothing,
+                               double z_loss, std::optional<double> softcap, bool check_target) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const auto dtype = target.is_floating_point()
+                           ? c10::promoteTypes(input.scalar_type(), target.scalar_type())
+                           : input.scalar_type();
+    const bool mean_in_grad = !at::isReducedFloatingType(dtype);
+    const bool target_grad = target.requires_grad();  // only probability targets can
+    const ops::CrossEntropyArgs args{ignore_index, reduction, label_smoothing, z_loss, softcap,
+                                     check_target};
+    auto r = ops::cross_entropy_forward(input, target, weight, args, /*compute_grad=*/true,
+                                        target_grad, mean_in_grad);
+    ctx->save_for_backward({r.grad_input, r.grad_target, r.grad_divisor});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["mean_in_grad"] = mean_in_grad;
+    ctx->saved_data["input_dim"] = input.dim();
+    ctx->mark_non_differentiable({r.z_loss});  // for logging: it is already part of the loss
+    return {r.loss, r.z_loss};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    refuse_double_backward("cross_entropy");
+    const auto saved = ctx->get_saved_variables();
+    const Scale scale = backward_scale(grad_outputs[0], ctx->saved_data["reduction"].toStringRef(),
+                                       ctx->saved_data["mean_in_grad"].toBool(), saved[2],
+                                       ctx->saved_data["input_dim"].toInt());
+    const bool last_use = saved_buffers_die_after_backward();
+    variable_list grads(9);
+    if (ctx->needs_input_grad(0)) grads[0] = scaled(saved[0], scale, last_use);
+    if (ctx->needs_input_grad(1)) grads[1] = scaled(saved[1], scale, last_use);
+    return grads;
+  }
+};
+
+class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& target,
+                        int64_t p, double margin, const OptionalTensor& weight,
+                        const std::string& reduction) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
+    auto [loss, grad_input] = ops::multi_margin_loss_forward(input, target, p, margin, weight,
+                                                             reduction, true, mean_in_grad);
+    const int64_t rows = input.dim() == 1 ? 1 : input.size(0);
+    ctx->save_for_backward({grad_input});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["mean_in_grad"] = mean_in_grad;
+    ctx->saved_data["rows"] = std::max<int64_t>(rows, 1);
+    ctx->saved_data["input_dim"] = input.dim();
+    return loss;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    refuse_double_backward("multi_margin_loss");
+    const auto saved = ctx->get_saved_variables();
+    const Tensor rows = at::scalar_tensor(static_cast<double>(ctx->saved_data["rows"].toInt()),
+                                          grad_outputs[0].options().dtype(at::kFloat));
+    const Scale scale = backward_scale(grad_outputs[0], ctx->saved_data["reduction"].toStringRef(),
+                                       ctx->saved_data["mean_in_grad"].toBool(), rows,
+                                       ctx->saved_data["input_dim"].toInt());
+    Tensor grad_input;
+    if (ctx->needs_input_grad(0)) {
+      grad_input = scaled(saved[0], scale, saved_buffers_die_after_backward());
+    }
+    return {grad_input, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// The Autograd-key kernels: the fused path with gradients only when a gradient can flow.
+std::tuple<Tensor, Tensor> cross_entropy_with_gradients(const Tensor& input, const Tensor& target,
+                                                        const OptionalTensor& weight,
+                                                        const ops::CrossEntropyArgs& args) {
+  refuse_weight_gradient("cross_entropy", weight);
+  if (!at::GradMode::is_enabled() || !(input.requires_grad() || target.requires_grad())) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto r = ops::cross_entropy_forward(input, target, weight, args, false, false, false);
+    return {r.loss, r.z_loss};
+  }
+  auto outputs = CrossEntropyFunction::apply(
+      input, target, weight, args.ignore_index, std::string(args.reduction),
+      args.label_smoothing, args.z_loss, args.softcap, args.check_target);
+  return {outputs[0], outputs[1]};
+}
+
+Tensor multi_margin_with_gradients(const Tensor& input, const Tensor& target, int64_t p,
+                                   double margin, const OptionalTensor& weight,
+                                   c10::string_view reduction) {
+  refuse_weight_gradient("multi_margin_loss", weight);
+  if (!at::GradMode::is_enabled() || !input.requires_grad()) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return std::get<0>(ops::multi_margin_loss_forward(input, target, p, margin, weight, reduction,
+                                                      false, false));
+  }
+  return MultiMarginFunction::apply(input, target, p, margin, weight, std::string(reduction));
+}
+
+}  // namespace
+}  // namespace autograd
+}  // namespace fusedloss
+
+TORCH_LIBRARY_IMPL(fusedloss, Autograd, m) {
+  FUSEDLOSS_IMPL_MULTICLASS_OPS(m, &fusedloss::autograd::cross_entropy_with_gradients,
+                                fusedloss::autograd::multi_margin_with_gradients);
+}

@@ -1,0 +1,46 @@
+#pragma once
+// Backward of a fused loss that saved its gradient in the forward: a scale by grad_output, done
+// in place on the saved buffer when this backward is its last use, and skipped when grad_output
+// is a plain CPU 1. Shared by the loss families' autograd Functions.
+
+#include <ATen/TensorSubclassLikeUtils.h>
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/graph_task.h>
+
+namespace fusedloss {
+namespace autograd {
+
+// True when `scale` is a plain CPU number equal to 1, so multiplying by it can be skipped. Never
+// reads the value of a GPU tensor (that would synchronize) or of a traced one (torch.compile).
+inline bool is_plain_cpu_one(const at::Tensor& scale) {
+  return scale.dim() == 0 && scale.device().is_cpu() && !at::isTensorSubclassLike(scale) &&
+         scale.item<double>() == 1.0;
+}
+
+// What backward multiplies a saved gradient by.
+struct Scale {
+  at::Tensor factor;      // grad_output (broadcastable to the gradient), or 0-d when reduced
+  bool reduced = false;   // 'mean' or 'sum'
+  bool in_float = false;  // factor is grad_output / n in float: see scaled()
+};
+
+// gradient * scale. When the forward left out the 1/n of a float16/bfloat16 mean, the product is
+// formed in float and rounded once: a GPU kernel reads a 0-d float factor at the gradient's half
+// precision, where 1/n underflows. Otherwise the saved buffer is reused in place when this
+// backward is its last use (reuse_buffer).
+inline at::Tensor scaled(const at::Tensor& gradient, const Scale& scale, bool reuse_buffer) {
+  if (scale.in_float) {
+    return gradient.to(at::kFloat).mul_(scale.factor).to(gradient.scalar_type());
+  }
+  if (scale.reduced && is_plain_cpu_one(scale.factor)) return gradient;
+  return reuse_buffer ? gradient.mul_(scale.factor) : gradient.mul(scale.factor);
+}
+
+// The graph is freed after this backward: the engine releases the saved variables next, so their
+// buffers may be reused and move on (into input.grad) with no copy.
+inline bool saved_buffers_die_after_backward() {
+  return !torch::autograd::get_current_graph_task_keep_graph();
+}
+
+}  // namespace autograd
+}  // namespace fusedloss
