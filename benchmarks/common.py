@@ -76,3 +76,31 @@ def write_results(name, rows, columns, header):
     with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(text)
     print(text)
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_rss_bytes(fn):
+    """Peak resident memory of this process while fn() runs, above what was resident before
+    (Linux: the high-water mark is reset through /proc/self/clear_refs). Large CPU buffers are
+    mapped fresh and returned on free, so this is the extra memory a step needs at its peak."""
+    import gc
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def peak_bytes(fn, device):
+    """Extra memory at the peak of fn(): CUDA allocator stats, or resident memory on the CPU."""
+    if str(device).startswith("cuda"):
+        return peak_cuda_bytes(fn, device)
+    return peak_rss_bytes(fn)

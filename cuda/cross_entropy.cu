@@ -61,6 +61,7 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
   const acc cap = a.cap;
   const acc spread = a.smoothing / static_cast<acc>(C);
   const acc keep = acc(1) - a.smoothing;
+  const bool spread_terms = kProb || spread != acc(0);
   const auto weight = [&](int64_t c) { return a.weight ? static_cast<acc>(a.weight[c]) : acc(1); };
   const auto q_of = [&](int64_t c) {
     return kProb ? weight(c) * (keep * static_cast<acc>(y[c]) + spread) : spread * weight(c);
@@ -92,9 +93,11 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
     acc v = static_cast<acc>(x[c]);
     if constexpr (kCap) v = softcapped(v, cap);
     state.add(v);
-    const acc q = q_of(c);
-    q_total += q;
-    q_dot_x += q * v;
+    if (spread_terms) {  // without smoothing a class-index row has none: keeps 0 * -inf out
+      const acc q = q_of(c);
+      q_total += q;
+      q_dot_x += q * v;
+    }
   }
   const acc max = group_all_reduce<kGroup>(state.max, Max<acc>(), shared);
   // Each thread's sum rescaled to the row max (an empty part adds 0), then summed.
@@ -117,7 +120,8 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
     scalar_t* gt = kProb && a.grad_target ? a.grad_target + r * C : nullptr;
     for (int64_t c = lane; c < C; c += kGroup) {
       const acc v = softcapped(static_cast<acc>(x[c]), cap);
-      acc gc = formulas::exp_of(v - row_state.max) * row.p_scale - q_of(c) * row.q_scale;
+      acc gc = formulas::exp_of(v - row_state.max) * row.p_scale;
+      if (spread_terms) gc -= q_of(c) * row.q_scale;
       if (!kProb && c == t) gc -= row.target_scale;
       if constexpr (kCap) gc *= softcap_slope(v, cap);
       g[c] = static_cast<scalar_t>(gc);

@@ -213,7 +213,6 @@ def cross_entropy(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-    *,
     z_loss: float = 0.0,
     softcap: Optional[float] = None,
     check_target: bool = True,
@@ -221,7 +220,7 @@ def cross_entropy(
     """Softmax cross entropy on logits, fused with its gradient; see torch's cross_entropy.
 
     Class-index targets ((N), (N, d1, ...), or 0-d for an input (C)) or class probabilities
-    (target of the input's shape). Keyword-only extras: z_loss adds z_loss * logsumexp^2 per
+    (target of the input's shape). Extras beyond torch's signature (pass them by keyword): z_loss adds z_loss * logsumexp^2 per
     (non-ignored) row, averaged over those rows for 'mean' (PaLM's auxiliary loss); softcap
     passes the logits through softcap * tanh(logits / softcap) first (Gemma 2);
     check_target=False skips the range check of class indices (on CUDA a host synchronization):
@@ -241,7 +240,6 @@ def cross_entropy_with_z_loss(
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-    *,
     z_loss: float = 0.0,
     softcap: Optional[float] = None,
     check_target: bool = True,
@@ -264,7 +262,6 @@ def nll_loss(
     ignore_index: int = -100,
     reduce: Optional[bool] = None,
     reduction: str = "mean",
-    *,
     check_target: bool = True,
 ) -> Tensor:
     """Negative log likelihood of log-probabilities (pair with log_softmax); see torch's.

@@ -93,7 +93,10 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 
     __constants__ = ["ignore_index", "reduction", "label_smoothing", "z_loss", "softcap",
                      "check_target"]
-    softcap: Optional[float]
+    # Class-level defaults: replace_losses switches a torch module's class without running __init__.
+    z_loss: float = 0.0
+    softcap: Optional[float] = None
+    check_target: bool = True
 
     def __init__(self, weight: Optional[Tensor] = None, size_average=None, ignore_index: int = -100,
                  reduce=None, reduction: str = "mean", label_smoothing: float = 0.0, *,

@@ -91,13 +91,11 @@ class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction
                         const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
-    auto [loss, grad_input] = ops::multi_margin_loss_forward(input, target, p, margin, weight,
-                                                             reduction, true, mean_in_grad);
-    const int64_t rows = input.dim() == 1 ? 1 : input.size(0);
-    ctx->save_for_backward({grad_input});
+    auto [loss, grad_input, divisor] = ops::multi_margin_loss_forward(
+        input, target, p, margin, weight, reduction, true, mean_in_grad);
+    ctx->save_for_backward({grad_input, divisor});
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["mean_in_grad"] = mean_in_grad;
-    ctx->saved_data["rows"] = std::max<int64_t>(rows, 1);
     ctx->saved_data["input_dim"] = input.dim();
     return loss;
   }
@@ -105,10 +103,8 @@ class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     refuse_double_backward("multi_margin_loss");
     const auto saved = ctx->get_saved_variables();
-    const Tensor rows = at::scalar_tensor(static_cast<double>(ctx->saved_data["rows"].toInt()),
-                                          grad_outputs[0].options().dtype(at::kFloat));
     const Scale scale = backward_scale(grad_outputs[0], ctx->saved_data["reduction"].toStringRef(),
-                                       ctx->saved_data["mean_in_grad"].toBool(), rows,
+                                       ctx->saved_data["mean_in_grad"].toBool(), saved[1],
                                        ctx->saved_data["input_dim"].toInt());
     Tensor grad_input;
     if (ctx->needs_input_grad(0)) {

@@ -68,6 +68,8 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
   // Probability targets: q_c = w_c (keep * y_c + spread); class indices: q_c = spread * w_c.
   const acc spread = a.smoothing / static_cast<acc>(C);
   const acc keep = acc(1) - a.smoothing;
+  // Without smoothing a class-index row has no q terms: skipping them keeps 0 * -inf out.
+  const bool spread_terms = kProb || spread != acc(0);
   for (int64_t r = begin; r < end; ++r) {
     const scalar_t* x = a.logits + r * C;
     const scalar_t* y = kProb ? a.target_prob + r * C : nullptr;
@@ -103,9 +105,11 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
       const acc ec = formulas::exp_of(v - max);
       sum += ec;
       if constexpr (kGrad) e[c] = ec;
-      const acc q = kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c];
-      q_total += q;
-      q_dot_x += q * v;
+      if (spread_terms) {  // uniform: the compiler unswitches the loop
+        const acc q = kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c];
+        q_total += q;
+        q_dot_x += q * v;
+      }
     }
     const auto row = formulas::cross_entropy_row<acc>(max, sum, q_total, q_dot_x, hard,
                                                       target_logit, a.z_loss, a.scale, a.z_scale);

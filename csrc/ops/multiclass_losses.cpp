@@ -296,8 +296,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cross_entropy_forward_meta(
     return reduction == at::Reduction::None ? at::empty_symint(problem.loss_shape, options)
                                             : at::empty({}, options);
   };
+  // The layout from_rows gives: classes innermost, viewed back to the input's shape.
   const auto grad = [&](bool wanted) {
-    return wanted ? at::empty_symint(input.sym_sizes(), options) : at::empty({0}, options);
+    if (!wanted) return at::empty({0}, options);
+    if (input.dim() <= 2) return at::empty_symint(input.sym_sizes(), options);
+    c10::SymDimVector rows_shape(problem.loss_shape);
+    rows_shape.push_back(input.sym_size(1));
+    return at::empty_symint(rows_shape, options).movedim(-1, 1);
   };
   return {loss(), loss(), grad(compute_grad), grad(compute_target_grad),
           at::empty({}, options.dtype(accumulation_dtype(dtype)))};
@@ -350,18 +355,16 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const OptionalTensor&
 
 // --- multi_margin_loss
 
-struct MarginProblem {
-  int64_t rows, classes;
-};
-
-MarginProblem check_margin_problem(const Tensor& input, const Tensor& target, int64_t p,
-                                   double margin, const OptionalTensor& weight) {
+// Checks the arguments; returns the number of rows (N, or 1 for an input (C)).
+c10::SymInt check_margin_problem(const Tensor& input, const Tensor& target, int64_t p,
+                                 double margin, const OptionalTensor& weight) {
   constexpr const char* op = "multi_margin_loss";
-  TORCH_CHECK_VALUE(p == 1 || p == 2, "fusedloss.", op, ": only p == 1 and p == 2 are supported, got ", p);
+  TORCH_CHECK_VALUE(p == 1 || p == 2, "fusedloss.", op,
+                    ": only p == 1 and p == 2 are supported, got ", p);
   TORCH_CHECK_VALUE(!std::isnan(margin), "fusedloss.", op, ": margin is NaN");
-  TORCH_CHECK((input.dim() == 1 && input.size(0) > 0) || (input.dim() == 2 && input.size(1) > 0),
-              "fusedloss.", op,
-              ": expected input (C) or (N, C) with C > 0 (N may be 0), got shape ", input.sizes());
+  TORCH_CHECK((input.dim() == 1 || input.dim() == 2) && input.sym_size(-1) != 0, "fusedloss.", op,
+              ": expected input (C) or (N, C) with C > 0 (N may be 0), got shape ",
+              input.sym_sizes());
   TORCH_CHECK_NOT_IMPLEMENTED(is_supported_dtype(input.scalar_type()), "fusedloss.", op,
                               ": input must be float32, float64, float16 or bfloat16, got ",
                               input.scalar_type());
@@ -370,14 +373,15 @@ MarginProblem check_margin_problem(const Tensor& input, const Tensor& target, in
               " and target on ", target.device());
   TORCH_CHECK(target.scalar_type() == at::kLong, "fusedloss.", op,
               ": target must be int64 class indices, got ", target.scalar_type());
-  const int64_t rows = input.dim() == 1 ? 1 : input.size(0), classes = input.size(-1);
-  TORCH_CHECK(target.dim() <= 1 && target.numel() == rows, "fusedloss.", op,
+  const c10::SymInt rows = input.dim() == 1 ? c10::SymInt(1) : input.sym_size(0);
+  const c10::SymInt& classes = input.sym_size(-1);
+  TORCH_CHECK(target.dim() <= 1 && target.sym_numel() == rows, "fusedloss.", op,
               ": target must hold one class per row of input (", rows, "), got shape ",
-              target.sizes());
+              target.sym_sizes());
   if (weight.has_value()) {
-    TORCH_CHECK(weight->dim() == 1 && weight->numel() == classes, "fusedloss.", op,
+    TORCH_CHECK(weight->dim() == 1 && weight->sym_numel() == classes, "fusedloss.", op,
                 ": weight must be a 1-D tensor with one value per class (", classes,
-                "), got shape ", weight->sizes());
+                "), got shape ", weight->sym_sizes());
     TORCH_CHECK(weight->scalar_type() == input.scalar_type(), "fusedloss.", op,
                 ": weight must have the input's dtype (", input.scalar_type(), "), got ",
                 weight->scalar_type());
@@ -385,18 +389,20 @@ MarginProblem check_margin_problem(const Tensor& input, const Tensor& target, in
                 ": weight must be on the device of input (", input.device(), "), got ",
                 weight->device());
   }
-  return {rows, classes};
+  return rows;
 }
 
 using MultiMarginEngine = void (*)(const MultiMarginSpec&, const MultiMarginOperands&);
 
+// Returns (loss, grad_input, grad_divisor): backward divides grad_output by grad_divisor (the
+// row count for a 'mean' whose 1/N is not folded into grad_input, else 1).
 template <MultiMarginEngine engine>
-std::tuple<Tensor, Tensor> multi_margin_on_device(const Tensor& input, const Tensor& target,
-                                                  const OptionalTensor& weight, int64_t p,
-                                                  double margin, c10::string_view reduction_name,
-                                                  bool compute_grad, bool mean_in_grad) {
+std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(
+    const Tensor& input, const Tensor& target, const OptionalTensor& weight, int64_t p,
+    double margin, c10::string_view reduction_name, bool compute_grad, bool mean_in_grad) {
   const auto reduction = parse_reduction("multi_margin_loss", reduction_name);
-  const auto [rows, classes] = check_margin_problem(input, target, p, margin, weight);
+  check_margin_problem(input, target, p, margin, weight);
+  const int64_t rows = input.dim() == 1 ? 1 : input.size(0), classes = input.size(-1);
   MultiMarginOperands o;
   o.input = input.reshape({rows, classes}).contiguous();
   // The target is always checked (a synchronization on CUDA): torch raises here too.
@@ -412,9 +418,8 @@ std::tuple<Tensor, Tensor> multi_margin_on_device(const Tensor& input, const Ten
   const auto acc_options = input.options().dtype(accumulation_dtype(input.scalar_type()));
   o.row_loss = at::empty({rows}, acc_options);
   if (compute_grad) o.grad_input = cpu::empty_gradient({rows, classes}, input.options());
-  if (reduction == at::Reduction::Mean && mean_in_grad && rows > 0) {
-    o.grad_scale = 1.0 / static_cast<double>(rows);
-  }
+  const bool mean = reduction == at::Reduction::Mean && rows > 0;
+  if (mean && mean_in_grad) o.grad_scale = 1.0 / static_cast<double>(rows);
   if (rows > 0) engine({p, margin}, o);
   Tensor loss;
   if (reduction == at::Reduction::None) {
@@ -422,24 +427,25 @@ std::tuple<Tensor, Tensor> multi_margin_on_device(const Tensor& input, const Ten
   } else {
     Tensor total = o.row_loss.sum(at::kDouble);
     // An empty batch has mean 0 here, as torch's multi_margin_loss (not NaN).
-    if (reduction == at::Reduction::Mean && rows > 0) total = total.div(static_cast<double>(rows));
+    if (mean) total = total.div(static_cast<double>(rows));
     loss = total.to(input.scalar_type());
   }
-  return {loss, compute_grad ? o.grad_input.view(input.sizes())
-                             : at::empty({0}, input.options())};
+  return {loss,
+          compute_grad ? o.grad_input.view(input.sizes()) : at::empty({0}, input.options()),
+          at::full({}, mean && !mean_in_grad ? static_cast<double>(rows) : 1.0, acc_options)};
 }
 
-std::tuple<Tensor, Tensor> multi_margin_meta(const Tensor& input, const Tensor& target,
-                                             const OptionalTensor& weight, int64_t p,
-                                             double margin, c10::string_view reduction_name,
-                                             bool compute_grad, bool /*mean_in_grad*/) {
+std::tuple<Tensor, Tensor, Tensor> multi_margin_meta(
+    const Tensor& input, const Tensor& target, const OptionalTensor& weight, int64_t p,
+    double margin, c10::string_view reduction_name, bool compute_grad, bool /*mean_in_grad*/) {
   const auto reduction = parse_reduction("multi_margin_loss", reduction_name);
   check_margin_problem(input, target, p, margin, weight);
   return {reduction == at::Reduction::None
               ? at::empty_symint(target.sym_sizes(), input.options())
               : at::empty({}, input.options()),
           compute_grad ? at::empty_symint(input.sym_sizes(), input.options())
-                       : at::empty({0}, input.options())};
+                       : at::empty({0}, input.options()),
+          at::empty({}, input.options().dtype(accumulation_dtype(input.scalar_type())))};
 }
 
 // The public ops below autograd: the loss alone.
@@ -475,11 +481,10 @@ CrossEntropyResult cross_entropy_forward(const Tensor& input, const Tensor& targ
   return {loss, z, grad_input, grad_target, divisor};
 }
 
-std::tuple<Tensor, Tensor> multi_margin_loss_forward(const Tensor& input, const Tensor& target,
-                                                     int64_t p, double margin,
-                                                     const OptionalTensor& weight,
-                                                     c10::string_view reduction, bool compute_grad,
-                                                     bool mean_in_grad) {
+std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(
+    const Tensor& input, const Tensor& target, int64_t p, double margin,
+    const OptionalTensor& weight, c10::string_view reduction, bool compute_grad,
+    bool mean_in_grad) {
   static auto handle =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fusedloss::_multi_margin_loss_forward", "")
@@ -514,7 +519,7 @@ TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
   m.def(
       "_multi_margin_loss_forward(Tensor input, Tensor target, Tensor? weight, int p, "
       "float margin, str reduction, bool compute_grad, bool mean_in_grad) "
-      "-> (Tensor loss, Tensor grad_input)");
+      "-> (Tensor loss, Tensor grad_input, Tensor grad_divisor)");
   m.def(
       "_class_target_weights(Tensor target, Tensor? weight, int num_classes, int ignore_index, "
       "bool check_target, str op, ScalarType dtype) -> (Tensor row_weight, Tensor safe_target)");

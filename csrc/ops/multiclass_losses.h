@@ -39,13 +39,13 @@ CrossEntropyResult cross_entropy_forward(const Tensor& input, const Tensor& targ
                                          bool compute_grad, bool compute_target_grad,
                                          bool mean_in_grad);
 
-// fusedloss::_multi_margin_loss_forward through the dispatcher: loss and d(loss)/d(input) (empty
-// unless compute_grad), with the 1/N of 'mean' folded in when mean_in_grad.
-std::tuple<Tensor, Tensor> multi_margin_loss_forward(const Tensor& input, const Tensor& target,
-                                                     int64_t p, double margin,
-                                                     const OptionalTensor& weight,
-                                                     c10::string_view reduction, bool compute_grad,
-                                                     bool mean_in_grad);
+// fusedloss::_multi_margin_loss_forward through the dispatcher: loss, d(loss)/d(input) (empty
+// unless compute_grad) with the 1/N of 'mean' folded in when mean_in_grad, and what backward
+// divides grad_output by (N for a 'mean' not folded in, else 1).
+std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(
+    const Tensor& input, const Tensor& target, int64_t p, double margin,
+    const OptionalTensor& weight, c10::string_view reduction, bool compute_grad,
+    bool mean_in_grad);
 
 // An implementation of the public cross entropy ops: returns (loss, z_loss).
 using CrossEntropyEntry = std::tuple<Tensor, Tensor> (*)(const Tensor&, const Tensor&,
