@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <string>
+#include <tuple>
 #include <variant>
 
 namespace fusedloss {
@@ -154,6 +155,71 @@ inline at::Tensor hinge_loss(const at::Tensor& input, const at::Tensor& target,
       detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, double, bool, c10::string_view)>(
           "fusedloss::hinge_loss");
   return handle.call(input, target, options.margin(), options.squared(),
+                     detail::reduction_name(options.reduction()));
+}
+
+// --- Multi-class losses.
+
+// What fusedloss adds to torch's CrossEntropyLossOptions (defaults: torch's behaviour).
+struct CrossEntropyExtras {
+  TORCH_ARG(double, z_loss) = 0.0;                   // + z_loss * logsumexp^2 per row
+  TORCH_ARG(std::optional<double>, softcap) = std::nullopt;  // logits -> softcap tanh(x / softcap)
+  TORCH_ARG(bool, check_target) = true;  // false: no range check (on CUDA, no synchronization)
+};
+
+using CrossEntropyFuncOptions = torch::nn::CrossEntropyLossOptions;
+using NLLLossFuncOptions = torch::nn::NLLLossOptions;
+using MultiMarginLossFuncOptions = torch::nn::MultiMarginLossOptions;
+
+namespace detail {
+using CrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, int64_t,
+    c10::string_view, double, double, std::optional<double>, bool);
+}  // namespace detail
+
+// Logits (C), (N, C) or (N, C, d1, ...); class indices or class probabilities as target.
+inline at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& target,
+                                const CrossEntropyFuncOptions& options = {},
+                                const CrossEntropyExtras& extras = {}) {
+  static const auto handle =
+      detail::op<detail::CrossEntropySignature>("fusedloss::cross_entropy_with_z_loss");
+  return std::get<0>(handle.call(input, target, detail::optional(options.weight()),
+                                 options.ignore_index(),
+                                 detail::reduction_name(options.reduction()),
+                                 options.label_smoothing(), extras.z_loss(), extras.softcap(),
+                                 extras.check_target()));
+}
+
+// The loss and its z-loss part (already in the loss; no gradient of its own), for logging.
+inline std::tuple<at::Tensor, at::Tensor> cross_entropy_with_z_loss(
+    const at::Tensor& input, const at::Tensor& target, const CrossEntropyFuncOptions& options = {},
+    const CrossEntropyExtras& extras = {}) {
+  static const auto handle =
+      detail::op<detail::CrossEntropySignature>("fusedloss::cross_entropy_with_z_loss");
+  return handle.call(input, target, detail::optional(options.weight()), options.ignore_index(),
+                     detail::reduction_name(options.reduction()), options.label_smoothing(),
+                     extras.z_loss(), extras.softcap(), extras.check_target());
+}
+
+// Log-probabilities (pair with log_softmax).
+inline at::Tensor nll_loss(const at::Tensor& input, const at::Tensor& target,
+                           const NLLLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            int64_t, c10::string_view, bool)>("fusedloss::nll_loss");
+  return handle.call(input, target, detail::optional(options.weight()), options.ignore_index(),
+                     detail::reduction_name(options.reduction()), true);
+}
+
+// Multi-class hinge: sum over j != y of w_y max(0, margin - x_y + x_j)^p / C, p in {1, 2}.
+inline at::Tensor multi_margin_loss(const at::Tensor& input, const at::Tensor& target,
+                                    const MultiMarginLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, double,
+                            const std::optional<at::Tensor>&, c10::string_view)>(
+          "fusedloss::multi_margin_loss");
+  return handle.call(input, target, options.p(), options.margin(),
+                     detail::optional(options.weight()),
                      detail::reduction_name(options.reduction()));
 }
 

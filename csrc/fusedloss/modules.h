@@ -52,7 +52,28 @@ FUSEDLOSS_POINTWISE_MODULE(HingeEmbeddingLoss, torch::nn::HingeEmbeddingLossOpti
                            hinge_embedding_loss);
 FUSEDLOSS_POINTWISE_MODULE(HingeLoss, functional::HingeLossOptions, hinge_loss);
 
+FUSEDLOSS_POINTWISE_MODULE(NLLLoss, torch::nn::NLLLossOptions, nll_loss);
+FUSEDLOSS_POINTWISE_MODULE(MultiMarginLoss, torch::nn::MultiMarginLossOptions, multi_margin_loss);
+
 #undef FUSEDLOSS_POINTWISE_MODULE
+
+// torch::nn::CrossEntropyLoss with fusedloss's extras (z_loss, softcap, check_target).
+class CrossEntropyLossImpl : public torch::nn::Cloneable<CrossEntropyLossImpl> {
+ public:
+  explicit CrossEntropyLossImpl(torch::nn::CrossEntropyLossOptions options = {},
+                                functional::CrossEntropyExtras extras = {})
+      : options(std::move(options)), extras(std::move(extras)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override {
+    stream << "fusedloss::nn::CrossEntropyLoss()";
+  }
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& target) {
+    return functional::cross_entropy(input, target, options, extras);
+  }
+  torch::nn::CrossEntropyLossOptions options;
+  functional::CrossEntropyExtras extras;
+};
+TORCH_MODULE(CrossEntropyLoss);
 
 }  // namespace nn
 }  // namespace fusedloss

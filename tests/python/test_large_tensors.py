@@ -39,3 +39,27 @@ def test_huge_tensor_past_2_to_the_31():
     assert x.grad[1 << 31].item() == 1.0 and x.grad[-1].item() == 1.0
     assert x.grad.sum().item() == 2.0  # and nowhere else
     del x, y, loss
+
+
+ROWS, CLASSES = 16385, 1 << 17  # 2**31 + 2**17 logits
+CE_NEEDED_BYTES = 2 * ROWS * CLASSES * 2 + (3 << 30)  # logits and gradient in bfloat16, headroom
+
+
+@pytest.mark.skipif(available_bytes() < CE_NEEDED_BYTES,
+                    reason=f"needs {CE_NEEDED_BYTES / 2**30:.0f} GiB of free memory for logits past 2**31 elements")
+@pytest.mark.skipif(os.environ.get("FUSEDLOSS_SKIP_HUGE") == "1",
+                    reason="FUSEDLOSS_SKIP_HUGE=1 (the sanitizer run: ASan's allocator would double the memory)")
+def test_cross_entropy_logits_past_2_to_the_31():
+    # All rows uniform (loss log C) except the last, past element 2**31, which is certain of its
+    # target: only a 64-bit row offset reads and writes that row where it lies.
+    x = torch.zeros(ROWS, CLASSES, dtype=torch.bfloat16)
+    x[-1, 5] = 100.0
+    target = torch.full((ROWS,), 5, dtype=torch.long)
+    x.requires_grad_()
+    loss = fusedloss.functional.cross_entropy(x, target, reduction="none")
+    expected = torch.full((ROWS,), float(torch.log(torch.tensor(float(CLASSES)))))
+    expected[-1] = 0.0
+    torch.testing.assert_close(loss.float(), expected, rtol=1e-2, atol=1e-3)
+    loss.sum().backward()
+    assert x.grad[-1].abs().max().item() < 1e-30 and x.grad[0, 5].item() < -0.99
+    del x, loss

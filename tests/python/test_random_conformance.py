@@ -73,3 +73,45 @@ def test_binary_losses(data):
     if name == "bce_with_logits_pos_weight" and len(shape) and data.draw(st.booleans()):
         options["pos_weight"] = torch.rand(data.draw(broadcast_partner(shape)), dtype=torch.float64).to(dtype) * 3
     binary.check_against_oracle(name, data.draw(layouts(x)), data.draw(layouts(t)), reduction, options)
+
+
+@given(data=st.data())
+def test_multiclass_losses(data):
+    import torch.nn.functional as F
+
+    import test_multiclass_losses as multiclass
+    FL = multiclass.FL
+    dtype = data.draw(st.sampled_from(DTYPES))
+    reduction = data.draw(st.sampled_from(multiclass.REDUCTIONS))
+    classes = data.draw(st.integers(1, 40))
+    batch = data.draw(st.integers(0, 6))
+    extra = data.draw(st.lists(st.integers(1, 4), min_size=0, max_size=2))
+    shape = (classes,) if data.draw(st.integers(0, 5)) == 0 else (batch, classes, *extra)
+    name = data.draw(st.sampled_from(["ce_index", "ce_prob", "nll"] + (["mm"] if len(shape) <= 2 else [])))
+    seed = data.draw(st.integers(0, 99))
+    x, x64, target, _ = multiclass.make_case(shape, dtype, "cpu", seed=seed, probabilities=name == "ce_prob",
+                                             ignore_every=0 if name == "mm" else data.draw(st.integers(0, 3)))
+    w = multiclass.class_weight(classes, dtype, "cpu") if data.draw(st.booleans()) else None
+    w64 = None if w is None else w.double()
+    smoothing = data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    x = data.draw(layouts(x))
+    if name in ("ce_index", "ce_prob"):
+        t_ours = target.to(dtype) if name == "ce_prob" else target
+        multiclass.check_against(
+            lambda v: FL.cross_entropy(v, t_ours, weight=w, reduction=reduction, label_smoothing=smoothing),
+            lambda v: F.cross_entropy(v, target, weight=w64, reduction=reduction, label_smoothing=smoothing),
+            x, x64, dtype)
+    elif name == "nll":
+        dim = 0 if len(shape) == 1 else 1
+        multiclass.check_against(
+            lambda v: FL.nll_loss(torch.log_softmax(v, dim), target, weight=w, reduction=reduction),
+            lambda v: F.nll_loss(torch.log_softmax(v, dim), target, weight=w64, reduction=reduction),
+            x, x64, dtype)
+    else:
+        target = target.clamp_min(0) % classes
+        p = data.draw(st.sampled_from([1, 2]))
+        margin = data.draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+        multiclass.check_against(
+            lambda v: FL.multi_margin_loss(v, target, p=p, margin=margin, weight=w, reduction=reduction),
+            lambda v: multiclass.multi_margin_reference(v, target, p=p, margin=margin, weight=w64, reduction=reduction),
+            x, x64, dtype)

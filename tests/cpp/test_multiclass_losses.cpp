@@ -1,0 +1,115 @@
+// The multi-class losses through the C++ API (functional and modules) against LibTorch's own:
+// values and gradients on the CPU and, when one is present, CUDA; the extras; bad targets.
+
+#include <fusedloss/fusedloss.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+std::vector<torch::Device> devices() {
+  std::vector<torch::Device> out{torch::kCPU};
+  if (torch::cuda::is_available()) out.emplace_back(torch::kCUDA);
+  return out;
+}
+
+void expect_close(const torch::Tensor& actual, const torch::Tensor& expected,
+                  const std::string& what) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  EXPECT_TRUE(torch::allclose(actual, expected, 1e-9, 1e-11)) << what << "\nactual:\n"
+                                                                << actual << "\nexpected:\n"
+                                                                << expected;
+}
+
+TEST(MulticlassLosses, ValuesAndGradientsMatchLibTorch) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(0);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    const auto logits = torch::randn({9, 6}, options) * 3;
+    auto target = torch::randint(0, 6, {9}, options.dtype(torch::kLong));
+    target[4] = -100;
+    const auto weight = torch::rand({6}, options) + 0.2;
+    for (const auto& reduction : std::vector<torch::nn::CrossEntropyLossOptions::reduction_t>{
+             torch::kNone, torch::kMean, torch::kSum}) {
+      auto x = logits.clone().requires_grad_();
+      auto x_ref = logits.clone().requires_grad_();
+      const auto ce_options = torch::nn::CrossEntropyLossOptions()
+                                  .weight(weight)
+                                  .label_smoothing(0.15)
+                                  .reduction(reduction);
+      auto loss = fusedloss::functional::cross_entropy(x, target, ce_options);
+      auto loss_ref = F::cross_entropy(x_ref, target, ce_options);
+      const std::string what = "cross_entropy on " + device.str();
+      expect_close(loss, loss_ref, what);
+      loss.sum().backward();
+      loss_ref.sum().backward();
+      expect_close(x.grad(), x_ref.grad(), what + " grad");
+
+      const auto log_p = torch::log_softmax(logits, 1);
+      const auto nll_options = torch::nn::NLLLossOptions().weight(weight).reduction(reduction);
+      expect_close(fusedloss::functional::nll_loss(log_p, target, nll_options),
+                   F::nll_loss(log_p, target, nll_options), "nll_loss on " + device.str());
+
+      const auto safe = target.clamp_min(0);
+      const auto mm_options =
+          torch::nn::MultiMarginLossOptions().p(2).margin(0.6).weight(weight).reduction(reduction);
+      expect_close(fusedloss::functional::multi_margin_loss(logits, safe, mm_options),
+                   F::multi_margin_loss(logits, safe, mm_options),
+                   "multi_margin_loss on " + device.str());
+    }
+  }
+}
+
+TEST(MulticlassLosses, ModulesAndExtras) {
+  torch::manual_seed(1);
+  const auto x = torch::randn({5, 7}, torch::kDouble);
+  const auto target = torch::tensor({0, 6, 3, 3, 1});
+  fusedloss::nn::CrossEntropyLoss plain;
+  expect_close(plain(x, target), torch::nn::CrossEntropyLoss()(x, target), "CrossEntropyLoss");
+  fusedloss::nn::NLLLoss nll;
+  expect_close(nll(torch::log_softmax(x, 1), target),
+               torch::nn::NLLLoss()(torch::log_softmax(x, 1), target), "NLLLoss");
+  fusedloss::nn::MultiMarginLoss margin(torch::nn::MultiMarginLossOptions().margin(0.5));
+  expect_close(margin(x, target),
+               torch::nn::MultiMarginLoss(torch::nn::MultiMarginLossOptions().margin(0.5))(x, target),
+               "MultiMarginLoss");
+
+  // z_loss and softcap: the same formula in plain LibTorch ops.
+  const double z = 0.02, cap = 3.0;
+  fusedloss::nn::CrossEntropyLoss extras(
+      torch::nn::CrossEntropyLossOptions(),
+      fusedloss::functional::CrossEntropyExtras().z_loss(z).softcap(cap));
+  const auto capped = cap * torch::tanh(x / cap);
+  const auto lse = torch::logsumexp(capped, 1);
+  expect_close(extras(x, target), F::cross_entropy(capped, target) + z * (lse * lse).mean(),
+               "z_loss + softcap");
+  auto [loss, z_part] = fusedloss::functional::cross_entropy_with_z_loss(
+      x, target, {}, fusedloss::functional::CrossEntropyExtras().z_loss(z));
+  expect_close(z_part, z * (torch::logsumexp(x, 1).pow(2)).mean(), "z_loss part");
+  std::ostringstream printed;
+  printed << *extras;
+  EXPECT_EQ(printed.str(), "fusedloss::nn::CrossEntropyLoss()");
+}
+
+TEST(MulticlassLosses, OutOfRangeTargetIsIndexError) {
+  const auto x = torch::randn({3, 4});
+  try {
+    fusedloss::functional::cross_entropy(x, torch::tensor({0, 9, 1}));
+    FAIL() << "expected an IndexError";
+  } catch (const c10::IndexError& e) {
+    EXPECT_NE(std::string(e.what()).find("target 9 is out of bounds"), std::string::npos)
+        << e.what();
+  }
+  const auto unchecked = fusedloss::functional::cross_entropy(
+      x, torch::tensor({0, 9, 1}), torch::nn::CrossEntropyLossOptions().reduction(torch::kNone),
+      fusedloss::functional::CrossEntropyExtras().check_target(false));
+  EXPECT_TRUE(std::isnan(unchecked[1].item<float>()));
+  EXPECT_FALSE(std::isnan(unchecked[0].item<float>()));
+}
+
+}  // namespace
