@@ -61,5 +61,11 @@ rc=$?; [ $rc -eq 0 ] || failed=1
 say "benchmark rc=$rc"
 cp benchmarks/results/pointwise_cuda.md benchmarks/results/pointwise_cuda.csv "$OUT/" 2>/dev/null
 cat "$OUT/pointwise_cuda.md" 2>/dev/null | tee -a "$summary"
+timeout 120 python3 benchmarks/bench_cross_entropy.py --device cuda --repeats 10 \
+  >"$OUT/bench_cross_entropy.log" 2>&1
+rc=$?; [ $rc -eq 0 ] || failed=1
+say "cross entropy benchmark rc=$rc"
+cp benchmarks/results/cross_entropy_cuda.md benchmarks/results/cross_entropy_cuda.csv "$OUT/" 2>/dev/null
+cat "$OUT/cross_entropy_cuda.md" 2>/dev/null | tee -a "$summary"
 say "== done $(date -u), failed=$failed"
 exit $failed

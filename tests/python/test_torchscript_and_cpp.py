@@ -116,3 +116,21 @@ def test_python_examples_run(tmp_path):
               for line in out.stdout.splitlines() if "slope" in line and "true" not in line}
     assert abs(slopes["L1Loss"] - 1.5) < abs(slopes["MSELoss"] - 1.5)
     assert abs(slopes["HuberLoss"] - 1.5) < abs(slopes["MSELoss"] - 1.5)
+
+
+def test_multiclass_example_runs_and_smoothing_curbs_overconfidence(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (tools/install_deps.sh installs it)")
+    pytest.importorskip("tqdm", reason="tqdm not installed (tools/install_deps.sh installs it)")
+    plot = tmp_path / "maps.png"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "python", "multiclass_label_smoothing.py"),
+                          "--epochs", "60", "--out", str(plot)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert plot.stat().st_size > 10_000
+    runs = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("label_smoothing="):
+            name, rest = line.split(":", 1)
+            runs[name] = {k.strip().rsplit(" ", 1)[0]: float(k.strip().rsplit(" ", 1)[1]) for k in rest.split(",")}
+    plain, smoothed = runs["label_smoothing=0.0"], runs["label_smoothing=0.2"]
+    assert smoothed["accuracy"] > 0.7 and plain["accuracy"] > 0.7
+    assert smoothed["mean confidence when wrong"] < plain["mean confidence when wrong"]
