@@ -15,6 +15,7 @@ __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
+    "linear_cross_entropy",
 ]
 
 
@@ -287,3 +288,45 @@ def multi_margin_loss(
     see torch.nn.functional.multi_margin_loss."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.multi_margin_loss(input, target, p, margin, weight, reduction)
+
+
+def linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Optional[Tensor] = None,
+    target: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    *,
+    linear_bias: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+    reduction: str = "mean",
+    ignore_index: Optional[int] = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+    check_target: bool = True,
+    options=None,
+) -> Tensor:
+    """cross_entropy(input @ linear_weight.T + bias, target) without materializing the logits.
+
+    input (N, H) or (B, T, H); linear_weight (V, H); target (N) or (B, T) class indices; bias
+    (also linear_bias=, torch's name) (V). Accepts torch.nn.functional.linear_cross_entropy's call
+    (linear_bias=, weight= as class weights, ignore_index=None meaning -100, options= whose
+    batch_chunk_size is used as chunk_size) and the positional (input, weight, target, bias) one:
+    a 2-D `weight` with no linear_weight is the linear weight. Rows are processed chunk_size at a
+    time; None picks the rows whose logits take 64 MiB (at least 128). z_loss, softcap and
+    check_target as in cross_entropy.
+    """
+    if linear_weight is None and weight is not None and weight.dim() == 2:
+        linear_weight, weight = weight, None
+    if linear_weight is None or target is None:
+        raise TypeError("linear_cross_entropy() needs input, linear_weight (V, H) and target")
+    if bias is not None and linear_bias is not None:
+        raise TypeError("linear_cross_entropy() got both bias and linear_bias")
+    if chunk_size is None and options is not None:
+        chunk_size = getattr(options, "batch_chunk_size", None)
+    return torch.ops.fusedloss.linear_cross_entropy(
+        input, linear_weight, target, bias if bias is not None else linear_bias, weight,
+        -100 if ignore_index is None else ignore_index, reduction, label_smoothing,
+        z_loss=z_loss, softcap=softcap, chunk_size=chunk_size, check_target=check_target,
+    )

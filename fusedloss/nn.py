@@ -13,7 +13,7 @@ from . import functional as F
 __all__ = [
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
     "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss",
-    "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "replace_losses",
+    "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "LinearCrossEntropyLoss", "replace_losses",
 ]
 
 
@@ -125,6 +125,57 @@ class MultiMarginLoss(torch.nn.MultiMarginLoss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.multi_margin_loss(input, target, p=self.p, margin=self.margin,
                                    weight=self.weight, reduction=self.reduction)
+
+
+_TorchLinearCrossEntropyLoss = getattr(torch.nn, "LinearCrossEntropyLoss", None)
+
+
+class LinearCrossEntropyLoss(_TorchLinearCrossEntropyLoss or _Loss):
+    """A linear layer (V, H) followed by cross entropy, fused: torch.nn.LinearCrossEntropyLoss's
+    constructor (torch >= 2.13; this class subclasses it there) plus the keyword-only extras
+    z_loss, softcap and chunk_size. forward(input, target) never materializes the logits."""
+
+    __constants__ = ["reduction", "label_smoothing", "z_loss", "softcap", "chunk_size"]
+    ignore_index: Optional[int]
+    softcap: Optional[float]
+    chunk_size: Optional[int]
+
+    def __init__(self, in_features: int, num_classes: int, *, out_features=(), bias: bool = False,
+                 device=None, dtype=None, reduction: str = "mean", weight: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, label_smoothing: float = 0.0, options=None,
+                 z_loss: float = 0.0, softcap: Optional[float] = None,
+                 chunk_size: Optional[int] = None) -> None:
+        if tuple(out_features) != ():
+            raise NotImplementedError("fusedloss.nn.LinearCrossEntropyLoss: only out_features=() "
+                                      "(one class dimension) is supported")
+        if _TorchLinearCrossEntropyLoss is not None:
+            super().__init__(in_features, num_classes, bias=bias, device=device, dtype=dtype,
+                             reduction=reduction, weight=weight, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing, options=options)
+        else:
+            super().__init__(reduction=reduction)
+            self.register_buffer("weight", weight)
+            self.num_classes = num_classes
+            self.out_features = ()
+            self.ignore_index = ignore_index
+            self.label_smoothing = label_smoothing
+            self.options = options
+            self.linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device,
+                                          dtype=dtype)
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.chunk_size = chunk_size
+        if chunk_size is None and options is not None:
+            self.chunk_size = getattr(options, "batch_chunk_size", None)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        ignore = self.ignore_index  # a local, so TorchScript refines the Optional
+        ignore_index = -100 if ignore is None else ignore
+        return torch.ops.fusedloss.linear_cross_entropy(
+            input, self.linear.weight, target, self.linear.bias, self.weight, ignore_index,
+            self.reduction, self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
+            chunk_size=self.chunk_size,
+        )
 
 
 # torch.nn loss class -> its fusedloss drop-in (same constructor, same state).

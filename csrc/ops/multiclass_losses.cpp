@@ -20,26 +20,11 @@
 
 #include "cpu/gradient_allocator.h"
 #include "kernels/multiclass_loss.h"
+#include "ops/cross_entropy_common.h"
 
 namespace fusedloss {
 namespace ops {
 namespace {
-
-at::Reduction::Reduction parse_reduction(c10::string_view op, c10::string_view reduction) {
-  if (reduction == "mean") return at::Reduction::Mean;
-  if (reduction == "sum") return at::Reduction::Sum;
-  if (reduction == "none") return at::Reduction::None;
-  TORCH_CHECK_VALUE(false, "fusedloss.", op, ": reduction must be 'none', 'mean' or 'sum', got '",
-                    reduction, "'");
-}
-
-bool is_supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-at::ScalarType accumulation_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 // What the input and target of cross_entropy / nll_loss describe.
 struct ClassProblem {
@@ -134,51 +119,6 @@ Tensor from_rows(const Tensor& rows, const Tensor& input, int64_t class_dim) {
   return rows.view(shape).movedim(-1, 1);
 }
 
-// Class-index targets as int64 (R), checked to lie in [0, C) or equal ignore_index. The check
-// reads one flag back from the device: on CUDA that is a synchronization, the price of an
-// IndexError instead of a device-side assert. check=false skips it: rows with an out-of-range
-// target then get a NaN loss (never an access out of bounds).
-Tensor checked_class_targets(c10::string_view op, const Tensor& target, int64_t classes,
-                             int64_t ignore_index, bool check) {
-  Tensor t = target.reshape({-1}).to(at::kLong);
-  if (check) {
-    const Tensor bad = t.ne(ignore_index).logical_and_(t.lt(0).logical_or_(t.ge(classes)));
-    if (bad.any().item<bool>()) {
-      const int64_t at = bad.nonzero().select(1, 0)[0].item<int64_t>();
-      TORCH_CHECK_INDEX(false, "fusedloss.", op, ": target ", t[at].item<int64_t>(),
-                        " is out of bounds: expected a class in [0, ", classes,
-                        ") or ignore_index (", ignore_index,
-                        "); found at position ", at, " of the flattened target");
-    }
-  }
-  return t;
-}
-
-// Per row of class-index targets: the weight of the target class (1 without weights), 0 where the
-// target is ignored, NaN where it is out of range. Never indexes out of bounds.
-Tensor class_target_weights(const Tensor& t, const OptionalTensor& weight, int64_t classes,
-                            int64_t ignore_index, at::ScalarType dtype) {
-  const auto options = t.options().dtype(dtype);
-  const Tensor in_range = t.ge(0).logical_and_(t.lt(classes));
-  Tensor w = weight.has_value() && classes > 0
-                 ? weight->to(dtype).index_select(0, t.clamp(0, classes - 1))
-                 : at::ones({t.numel()}, options);
-  w = at::where(in_range, w, at::full({}, std::numeric_limits<double>::quiet_NaN(), options));
-  return at::where(t.eq(ignore_index), at::zeros({}, options), w);
-}
-
-void check_cross_entropy_options(double label_smoothing, double z_loss,
-                                 std::optional<double> softcap) {
-  TORCH_CHECK(label_smoothing >= 0 && label_smoothing <= 1,
-              "fusedloss.cross_entropy: label_smoothing must be between 0.0 and 1.0, got ",
-              label_smoothing);
-  TORCH_CHECK_VALUE(z_loss >= 0 && std::isfinite(z_loss),
-                    "fusedloss.cross_entropy: z_loss must be a finite number >= 0, got ", z_loss);
-  TORCH_CHECK_VALUE(!softcap.has_value() || (*softcap > 0 && std::isfinite(*softcap)),
-                    "fusedloss.cross_entropy: softcap must be a finite number > 0 (or None), got ",
-                    softcap.value_or(0));
-}
-
 using CrossEntropyEngine = void (*)(const CrossEntropySpec&, const CrossEntropyOperands&);
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cross_entropy_on_device(
@@ -188,7 +128,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cross_entropy_on_device(
     bool compute_grad, bool compute_target_grad, bool mean_in_grad) {
   constexpr c10::string_view op = "cross_entropy";
   const auto reduction = parse_reduction(op, reduction_name);
-  check_cross_entropy_options(label_smoothing, z_loss, softcap);
+  check_cross_entropy_options("cross_entropy", label_smoothing, z_loss, softcap);
   const ClassProblem problem =
       check_class_problem(op, input, target, weight, ignore_index, /*allow_probabilities=*/true);
   TORCH_CHECK(!compute_target_grad || (problem.probability_targets && compute_grad),
@@ -215,30 +155,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cross_entropy_on_device(
 
   // Denominators of 'mean': the summed weights of the non-ignored targets (cross entropy) and
   // their count (z-loss); the number of rows for probability targets.
-  Tensor total_weight, valid_count;
+  MeanDenominators d;
   if (problem.probability_targets) {
     o.target = as_rows(target.to(dtype), problem.class_dim, rows, C);
-    total_weight = at::full({}, static_cast<double>(rows), acc_options);
-    valid_count = total_weight;
+    d.total_weight = at::full({}, static_cast<double>(rows), acc_options);
+    d.valid_count = d.total_weight;
   } else {
     o.target = checked_class_targets(op, target, C, ignore_index, check_target);
     if (reduction == at::Reduction::Mean) {
-      total_weight = class_target_weights(o.target, weight, C, ignore_index, acc_options.dtype()
-                                              .toScalarType())
-                         .sum();
-      valid_count = o.target.ne(ignore_index).sum().to(acc_options.dtype());
+      d = class_index_denominators(o.target, weight, C, ignore_index,
+                                   accumulation_dtype(dtype));
     }
   }
   const bool mean = reduction == at::Reduction::Mean;
-  if (mean && mean_in_grad) {
-    o.grad_scales = at::stack({total_weight.reciprocal(), valid_count.reciprocal()});
-  } else if (mean) {  // the gradient keeps the loss's scale; z-loss terms relative to it
-    o.grad_scales = at::stack({at::ones({}, acc_options), total_weight.div(valid_count)});
-  } else {
-    o.grad_scales = at::ones({2}, acc_options);
-  }
-  if (o.grad_scales.device().is_cpu()) o.grad_scales = o.grad_scales.contiguous();
-
+  o.grad_scales = row_grad_scales(reduction, mean_in_grad, d, acc_options);
   o.row_loss = at::empty({rows}, acc_options);
   if (z_loss != 0) o.row_z_loss = at::empty({rows}, acc_options);
   const auto options = input.options().dtype(dtype);
@@ -246,23 +176,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cross_entropy_on_device(
   if (compute_target_grad) o.grad_target = cpu::empty_gradient({rows, C}, options);
   if (rows > 0) engine(spec, o);
 
-  Tensor loss, z;
-  const auto shape = C10_AS_INTARRAYREF_SLOW(problem.loss_shape);
-  if (reduction == at::Reduction::None) {
-    loss = (o.row_z_loss.defined() ? o.row_loss.add(o.row_z_loss) : o.row_loss).to(dtype).view(shape);
-    z = o.row_z_loss.defined() ? o.row_z_loss.to(dtype).view(shape) : at::zeros(shape, options);
-  } else {
-    Tensor ce = o.row_loss.sum(at::kDouble);
-    Tensor zs = o.row_z_loss.defined() ? o.row_z_loss.sum(at::kDouble) : at::zeros({}, ce.options());
-    if (mean) {
-      ce = ce.div(total_weight.to(at::kDouble));  // 0 / 0 = NaN when every target is ignored
-      zs = zs.div(valid_count.to(at::kDouble));
-    }
-    loss = ce.add(zs).to(dtype);
-    z = zs.to(dtype);
-  }
+  auto [loss, z] = reduce_rows(o.row_loss, o.row_z_loss, reduction, d,
+                               C10_AS_INTARRAYREF_SLOW(problem.loss_shape), dtype);
   const auto empty = [&] { return at::empty({0}, options); };
-  Tensor divisor = mean && !mean_in_grad ? total_weight : at::ones({}, acc_options);
+  Tensor divisor = mean && !mean_in_grad ? d.total_weight : at::ones({}, acc_options);
   return {loss, z, compute_grad ? from_rows(o.grad_input, input, problem.class_dim) : empty(),
           compute_target_grad ? from_rows(o.grad_target, input, problem.class_dim) : empty(),
           divisor};
@@ -285,7 +202,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cross_entropy_forward_meta(
     std::optional<double> softcap, bool check_target, bool compute_grad, bool compute_target_grad,
     bool mean_in_grad) {
   const auto reduction = parse_reduction("cross_entropy", reduction_name);
-  check_cross_entropy_options(label_smoothing, z_loss, softcap);
+  check_cross_entropy_options("cross_entropy", label_smoothing, z_loss, softcap);
   const ClassProblem problem =
       check_class_problem("cross_entropy", input, target, weight, ignore_index, true);
   const auto dtype = problem.probability_targets
@@ -469,7 +386,7 @@ CrossEntropyResult cross_entropy_forward(const Tensor& input, const Tensor& targ
                                          const OptionalTensor& weight, const CrossEntropyArgs& args,
                                          bool compute_grad, bool compute_target_grad,
                                          bool mean_in_grad) {
-  check_cross_entropy_options(args.label_smoothing, args.z_loss, args.softcap);
+  check_cross_entropy_options("cross_entropy", args.label_smoothing, args.z_loss, args.softcap);
   static auto handle =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fusedloss::_cross_entropy_forward", "")

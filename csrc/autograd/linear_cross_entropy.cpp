@@ -1,0 +1,127 @@
+// Autograd for linear_cross_entropy, in C++ so that TorchScript and LibTorch programs get it too.
+// 'mean'/'sum': the forward computes the gradients of every input that requires one and saves
+// only those; backward scales them by grad_output. 'none': backward runs the chunks again with
+// the per-row grad_output (a loss per row cannot be folded into a weight gradient in advance).
+
+#include "ops/linear_cross_entropy.h"
+
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "autograd/saved_gradient.h"
+
+namespace fusedloss {
+namespace autograd {
+namespace {
+
+using at::Tensor;
+using ops::OptionalTensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class LinearCrossEntropyFunction
+    : public torch::autograd::Function<LinearCrossEntropyFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& linear_weight,
+                        const Tensor& target, const OptionalTensor& linear_bias,
+                        const OptionalTensor& weight, int64_t ignore_index,
+                        const std::string& reduction, double label_smoothing, double z_loss,
+                        std::optional<double> softcap, std::optional<int64_t> chunk_size,
+                        bool check_target) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const ops::LinearCrossEntropyArgs args{ignore_index, reduction,  label_smoothing,
+                                           z_loss,       softcap,    chunk_size,
+                                           check_target};
+    const bool needs_x = input.requires_grad(), needs_w = linear_weight.requires_grad();
+    const bool needs_b = linear_bias.has_value() && linear_bias->requires_grad();
+    ctx->saved_data["reduction"] = reduction;
+    if (reduction == "none") {
+      auto outputs = ops::linear_cross_entropy_forward(input, linear_weight, target, linear_bias,
+                                                       weight, args, std::nullopt, false, false,
+                                                       false, false);
+      // Saved by reference (no copies): backward recomputes the chunks.
+      ctx->save_for_backward({input, linear_weight, target, linear_bias.value_or(Tensor()),
+                              weight.value_or(Tensor())});
+      ctx->saved_data["ignore_index"] = ignore_index;
+      ctx->saved_data["label_smoothing"] = label_smoothing;
+      ctx->saved_data["z_loss"] = z_loss;
+      ctx->saved_data["softcap"] = softcap;
+      ctx->saved_data["chunk_size"] = chunk_size;
+      ctx->saved_data["needs"] = std::vector<bool>{needs_x, needs_w, needs_b};
+      return std::get<0>(outputs);
+    }
+    const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
+    auto [loss, z, gx, gw, gb, divisor] = ops::linear_cross_entropy_forward(
+        input, linear_weight, target, linear_bias, weight, args, std::nullopt, needs_x, needs_w,
+        needs_b, mean_in_grad);
+    ctx->save_for_backward({gx, gw, gb, divisor});
+    ctx->saved_data["mean_in_grad"] = mean_in_grad;
+    return loss;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "fusedloss.linear_cross_entropy: double backward (backward with "
+                "create_graph=True) is not supported; the fused kernel computes only first "
+                "derivatives.");
+    const auto saved = ctx->get_saved_variables();
+    variable_list grads(12);
+    if (ctx->saved_data["reduction"].toStringRef() == "none") {
+      const auto needs = ctx->saved_data["needs"].toBoolList();
+      const auto optional = [](const Tensor& t) {
+        return t.defined() ? OptionalTensor(t) : std::nullopt;
+      };
+      const ops::LinearCrossEntropyArgs args{
+          ctx->saved_data["ignore_index"].toInt(), "none",
+          ctx->saved_data["label_smoothing"].toDouble(), ctx->saved_data["z_loss"].toDouble(),
+          ctx->saved_data["softcap"].toOptional<double>(),
+          ctx->saved_data["chunk_size"].toOptional<int64_t>(), /*check_target=*/false};
+      auto outputs = ops::linear_cross_entropy_forward(
+          saved[0], saved[1], saved[2], optional(saved[3]), optional(saved[4]), args,
+          grad_outputs[0], needs[0], needs[1], needs[2], false);
+      if (needs[0]) grads[0] = std::get<2>(outputs);
+      if (needs[1]) grads[1] = std::get<3>(outputs);
+      if (needs[2]) grads[3] = std::get<4>(outputs);
+      return grads;
+    }
+    Scale scale{grad_outputs[0], true, false};
+    if (!ctx->saved_data["mean_in_grad"].toBool()) {
+      scale = {grad_outputs[0].to(at::kFloat).div(saved[3].to(at::kFloat)), true, true};
+    }
+    const bool last_use = saved_buffers_die_after_backward();
+    if (ctx->needs_input_grad(0)) grads[0] = scaled(saved[0], scale, last_use);
+    if (ctx->needs_input_grad(1)) grads[1] = scaled(saved[1], scale, last_use);
+    if (ctx->needs_input_grad(3)) grads[3] = scaled(saved[2], scale, last_use);
+    return grads;
+  }
+};
+
+Tensor with_gradients(const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+                      const OptionalTensor& linear_bias, const OptionalTensor& weight,
+                      int64_t ignore_index, c10::string_view reduction, double label_smoothing,
+                      double z_loss, std::optional<double> softcap,
+                      std::optional<int64_t> chunk_size, bool check_target) {
+  TORCH_CHECK(!at::GradMode::is_enabled() || !weight.has_value() || !weight->requires_grad(),
+              "fusedloss.linear_cross_entropy: the derivative for 'weight' (the class weights) "
+              "is not implemented (as in torch)");
+  const bool bias_grad = linear_bias.has_value() && linear_bias->requires_grad();
+  if (!at::GradMode::is_enabled() ||
+      !(input.requires_grad() || linear_weight.requires_grad() || bias_grad)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return std::get<0>(ops::linear_cross_entropy_forward(
+        input, linear_weight, target, linear_bias, weight,
+        {ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size, check_target},
+        std::nullopt, false, false, false, false));
+  }
+  return LinearCrossEntropyFunction::apply(input, linear_weight, target, linear_bias, weight,
+                                           ignore_index, std::string(reduction), label_smoothing,
+                                           z_loss, softcap, chunk_size, check_target);
+}
+
+}  // namespace
+}  // namespace autograd
+}  // namespace fusedloss
+
+TORCH_LIBRARY_IMPL(fusedloss, Autograd, m) {
+  m.impl("linear_cross_entropy", TORCH_FN(fusedloss::autograd::with_gradients));
+}

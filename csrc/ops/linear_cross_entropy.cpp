@@ -1,0 +1,269 @@
+// Operator layer of linear_cross_entropy: cross_entropy(input @ linear_weight.T + linear_bias,
+// target) without ever holding the (N, V) logits. Tokens are processed in chunks of rows; for each
+// chunk the logits come from one matmul (at::mm: MKL/oneDNN on the CPU, cuBLAS on CUDA), the row
+// engine turns them in place into loss and d(loss)/d(logits), and that chunk's contribution to
+// the input, weight and bias gradients is taken right away. Peak extra memory: one chunk of
+// logits. For float16/bfloat16 the weight and bias gradients accumulate across chunks in float32.
+//
+// With reduction 'mean' or 'sum' the gradients are computed in the forward (backward scales them
+// by grad_output); with 'none' they depend on a per-row grad_output, so backward runs the chunks
+// again with row_grad_scale.
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "kernels/multiclass_loss.h"
+#include "ops/cross_entropy_common.h"
+#include "ops/linear_cross_entropy.h"
+
+namespace fusedloss {
+namespace ops {
+namespace {
+
+constexpr c10::string_view kOp = "linear_cross_entropy";
+
+// Checks shapes, dtypes and devices; returns (rows N, hidden H, vocabulary V).
+std::tuple<c10::SymInt, c10::SymInt, c10::SymInt> check_problem(
+    const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+    const OptionalTensor& linear_bias, const OptionalTensor& weight) {
+  TORCH_CHECK(input.dim() >= 1, "fusedloss.", kOp,
+              ": input must be (N, H) or (B, T, H) (any leading dimensions), got a 0-d tensor");
+  TORCH_CHECK(linear_weight.dim() == 2, "fusedloss.", kOp,
+              ": linear_weight must be (V, H), got shape ", linear_weight.sym_sizes());
+  const c10::SymInt& hidden = input.sym_size(-1);
+  const c10::SymInt& vocab = linear_weight.sym_size(0);
+  TORCH_CHECK(linear_weight.sym_size(1) == hidden, "fusedloss.", kOp, ": linear_weight of shape ",
+              linear_weight.sym_sizes(), " does not fit input of shape ", input.sym_sizes(),
+              " (expected (V, ", hidden, "))");
+  TORCH_CHECK_NOT_IMPLEMENTED(is_supported_dtype(input.scalar_type()), "fusedloss.", kOp,
+                              ": input must be float32, float64, float16 or bfloat16, got ",
+                              input.scalar_type());
+  TORCH_CHECK(linear_weight.scalar_type() == input.scalar_type(), "fusedloss.", kOp,
+              ": linear_weight must have the input's dtype (", input.scalar_type(), "), got ",
+              linear_weight.scalar_type());
+  TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kByte,
+              "fusedloss.", kOp, ": target must hold int64 (or uint8) class indices, got ",
+              target.scalar_type());
+  const auto leading = input.sym_sizes().slice(0, input.dim() - 1);
+  TORCH_CHECK(target.sym_sizes() == leading, "fusedloss.", kOp, ": target of shape ",
+              target.sym_sizes(), " does not match input of shape ", input.sym_sizes(),
+              "; expected target shape ", leading);
+  for (const auto& [name, tensor] : {std::pair{"target", &target}, {"linear_weight", &linear_weight}}) {
+    TORCH_CHECK(tensor->device() == input.device(), "fusedloss.", kOp, ": ", name,
+                " must be on the device of input (", input.device(), "), got ", tensor->device());
+  }
+  for (const auto& [name, tensor] :
+       {std::pair{"linear_bias", &linear_bias}, {"weight", &weight}}) {
+    if (!tensor->has_value()) continue;
+    const Tensor& t = **tensor;
+    TORCH_CHECK(t.dim() == 1 && t.sym_size(0) == vocab, "fusedloss.", kOp, ": ", name,
+                " must be a 1-D tensor with one value per class (", vocab, "), got shape ",
+                t.sym_sizes());
+    TORCH_CHECK(t.scalar_type() == input.scalar_type(), "fusedloss.", kOp, ": ", name,
+                " must have the input's dtype (", input.scalar_type(), "), got ", t.scalar_type());
+    TORCH_CHECK(t.device() == input.device(), "fusedloss.", kOp, ": ", name,
+                " must be on the device of input (", input.device(), "), got ", t.device());
+  }
+  return {target.sym_numel(), hidden, vocab};
+}
+
+using CrossEntropyEngine = void (*)(const CrossEntropySpec&, const CrossEntropyOperands&);
+
+template <CrossEntropyEngine engine>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
+    const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+    const OptionalTensor& linear_bias, const OptionalTensor& weight, int64_t ignore_index,
+    c10::string_view reduction_name, double label_smoothing, double z_loss,
+    std::optional<double> softcap, std::optional<int64_t> chunk_size, bool check_target,
+    const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias,
+    bool mean_in_grad) {
+  const auto reduction = parse_reduction(kOp, reduction_name);
+  check_cross_entropy_options(kOp, label_smoothing, z_loss, softcap);
+  check_problem(input, linear_weight, target, linear_bias, weight);
+  TORCH_CHECK_VALUE(!chunk_size.has_value() || *chunk_size > 0, "fusedloss.", kOp,
+                    ": chunk_size must be positive (or None), got ", chunk_size.value_or(0));
+  TORCH_CHECK(!grad_bias || linear_bias.has_value(), "fusedloss._linear_cross_entropy: "
+              "grad_bias without a bias");
+  const int64_t rows = target.numel(), hidden = input.size(-1), vocab = linear_weight.size(0);
+  const auto dtype = input.scalar_type();
+  const auto acc_dtype = accumulation_dtype(dtype);
+  const auto acc_options = input.options().dtype(acc_dtype);
+  const Tensor x = input.reshape({rows, hidden});
+  const Tensor t = checked_class_targets(kOp, target, vocab, ignore_index, check_target);
+
+  MeanDenominators d;
+  if (reduction == at::Reduction::Mean) {
+    d = class_index_denominators(t, weight, vocab, ignore_index, acc_dtype);
+  }
+  const bool any_grad = grad_input || grad_weight || grad_bias;
+  if (row_grad_scale.has_value()) {
+    TORCH_CHECK(reduction == at::Reduction::None && row_grad_scale->numel() == rows,
+                "fusedloss._linear_cross_entropy: row_grad_scale is one factor per row of a "
+                "reduction='none' loss");
+  }
+
+  CrossEntropySpec spec;
+  spec.num_classes = vocab;
+  spec.ignore_index = ignore_index;
+  spec.label_smoothing = label_smoothing;
+  spec.z_loss = z_loss;
+  spec.softcap = softcap.value_or(0);
+  CrossEntropyOperands o;
+  if (weight.has_value()) o.weight = weight->contiguous();
+  o.grad_scales = row_grad_scales(reduction, mean_in_grad, d, acc_options);
+  const Tensor row_loss = at::empty({rows}, acc_options);
+  const Tensor row_z_loss = z_loss != 0 ? at::empty({rows}, acc_options) : Tensor();
+
+  // Gradients of the parameters accumulate over chunks, in float32 for half-precision weights.
+  const auto param_acc = at::isReducedFloatingType(dtype) ? acc_options : input.options();
+  Tensor gx = grad_input ? at::empty({rows, hidden}, input.options()) : Tensor();
+  Tensor gw = grad_weight ? at::zeros({vocab, hidden}, param_acc) : Tensor();
+  Tensor gb = grad_bias ? at::zeros({vocab}, param_acc) : Tensor();
+
+  const int64_t chunk = std::min<int64_t>(
+      std::max<int64_t>(rows, 1), chunk_size.value_or(default_chunk_rows(vocab, dtype)));
+  const Tensor weight_t = linear_weight.t();
+  for (int64_t start = 0; start < rows; start += chunk) {
+    const int64_t len = std::min(chunk, rows - start);
+    const Tensor xc = x.narrow(0, start, len);
+    Tensor logits = linear_bias.has_value() ? at::addmm(*linear_bias, xc, weight_t)
+                                            : at::mm(xc, weight_t);
+    o.logits = logits;
+    o.target = t.narrow(0, start, len);
+    o.row_loss = row_loss.narrow(0, start, len);
+    if (row_z_loss.defined()) o.row_z_loss = row_z_loss.narrow(0, start, len);
+    // The engine overwrites each logit with its gradient once it has read it.
+    o.grad_input = any_grad ? logits : Tensor();
+    engine(spec, o);
+    if (!any_grad) continue;
+    if (row_grad_scale.has_value()) {
+      logits.mul_(row_grad_scale->reshape({rows}).narrow(0, start, len).to(dtype).unsqueeze(1));
+    }
+    if (grad_input) {
+      Tensor rows_of_gx = gx.narrow(0, start, len);  // contiguous: written in place
+      at::mm_out(rows_of_gx, logits, linear_weight);
+    }
+    if (grad_weight) {
+      if (gw.scalar_type() == dtype) {
+        gw.addmm_(logits.t(), xc);
+      } else {
+        gw.add_(at::mm(logits.t(), xc));  // one rounding per chunk, accumulated in float32
+      }
+    }
+    if (grad_bias) gb.add_(logits.sum(0, /*keepdim=*/false, gb.scalar_type()));
+  }
+
+  auto [loss, z] = reduce_rows(row_loss, row_z_loss, reduction, d, target.sizes(), dtype);
+  const auto empty = [&] { return at::empty({0}, input.options()); };
+  const bool mean_outside = reduction == at::Reduction::Mean && !mean_in_grad;
+  return {loss,
+          z,
+          grad_input ? gx.view(input.sizes()) : empty(),
+          grad_weight ? gw.to(dtype) : empty(),
+          grad_bias ? gb.to(dtype) : empty(),
+          mean_outside ? d.total_weight : at::ones({}, acc_options)};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_meta(
+    const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+    const OptionalTensor& linear_bias, const OptionalTensor& weight, int64_t ignore_index,
+    c10::string_view reduction_name, double label_smoothing, double z_loss,
+    std::optional<double> softcap, std::optional<int64_t> chunk_size, bool check_target,
+    const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias,
+    bool mean_in_grad) {
+  const auto reduction = parse_reduction(kOp, reduction_name);
+  check_cross_entropy_options(kOp, label_smoothing, z_loss, softcap);
+  check_problem(input, linear_weight, target, linear_bias, weight);
+  const auto options = input.options();
+  const auto loss = [&] {
+    return reduction == at::Reduction::None ? at::empty_symint(target.sym_sizes(), options)
+                                            : at::empty({}, options);
+  };
+  const auto like = [&](bool wanted, const Tensor& t) {
+    return wanted ? at::empty_symint(t.sym_sizes(), options) : at::empty({0}, options);
+  };
+  return {loss(),
+          loss(),
+          like(grad_input, input),
+          like(grad_weight, linear_weight),
+          grad_bias ? like(true, *linear_bias) : at::empty({0}, options),
+          at::empty({}, options.dtype(accumulation_dtype(input.scalar_type())))};
+}
+
+Tensor loss_only(const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+                 const OptionalTensor& linear_bias, const OptionalTensor& weight,
+                 int64_t ignore_index, c10::string_view reduction, double label_smoothing,
+                 double z_loss, std::optional<double> softcap, std::optional<int64_t> chunk_size,
+                 bool check_target) {
+  return std::get<0>(linear_cross_entropy_forward(
+      input, linear_weight, target, linear_bias, weight,
+      {ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size, check_target},
+      std::nullopt, false, false, false, false));
+}
+
+}  // namespace
+
+int64_t default_chunk_rows(int64_t vocab, at::ScalarType dtype) {
+  constexpr int64_t kChunkBytes = int64_t{64} << 20;
+  const int64_t row_bytes = std::max<int64_t>(vocab, 1) * c10::elementSize(dtype);
+  return std::max<int64_t>(kMinChunkRows, kChunkBytes / row_bytes);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> linear_cross_entropy_forward(
+    const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+    const OptionalTensor& linear_bias, const OptionalTensor& weight,
+    const LinearCrossEntropyArgs& args, const OptionalTensor& row_grad_scale, bool grad_input,
+    bool grad_weight, bool grad_bias, bool mean_in_grad) {
+  static auto handle = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("fusedloss::_linear_cross_entropy", "")
+                           .typed<decltype(forward_meta)>();
+  return handle.call(input, linear_weight, target, linear_bias, weight, args.ignore_index,
+                     args.reduction, args.label_smoothing, args.z_loss, args.softcap,
+                     args.chunk_size, args.check_target, row_grad_scale, grad_input, grad_weight,
+                     grad_bias, mean_in_grad);
+}
+
+}  // namespace ops
+}  // namespace fusedloss
+
+TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
+  m.def(
+      "linear_cross_entropy(Tensor input, Tensor linear_weight, Tensor target, "
+      "Tensor? linear_bias=None, Tensor? weight=None, int ignore_index=-100, "
+      "str reduction=\"mean\", float label_smoothing=0.0, *, float z_loss=0.0, "
+      "float? softcap=None, int? chunk_size=None, bool check_target=True) -> Tensor");
+  m.def(
+      "_linear_cross_entropy(Tensor input, Tensor linear_weight, Tensor target, "
+      "Tensor? linear_bias, Tensor? weight, int ignore_index, str reduction, "
+      "float label_smoothing, float z_loss, float? softcap, int? chunk_size, bool check_target, "
+      "Tensor? row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias, "
+      "bool mean_in_grad) -> (Tensor loss, Tensor z_loss, Tensor grad_input, "
+      "Tensor grad_linear_weight, Tensor grad_linear_bias, Tensor grad_divisor)");
+}
+
+TORCH_LIBRARY_IMPL(fusedloss, CompositeExplicitAutograd, m) {
+  m.impl("linear_cross_entropy", TORCH_FN(fusedloss::ops::loss_only));
+}
+
+TORCH_LIBRARY_IMPL(fusedloss, CPU, m) {
+  m.impl("_linear_cross_entropy",
+         TORCH_FN(fusedloss::ops::forward_on_device<fusedloss::cpu::cross_entropy_kernel>));
+}
+
+#ifdef FUSEDLOSS_WITH_CUDA
+TORCH_LIBRARY_IMPL(fusedloss, CUDA, m) {
+  m.impl("_linear_cross_entropy",
+         TORCH_FN(fusedloss::ops::forward_on_device<fusedloss::cuda::cross_entropy_kernel>));
+}
+#endif
+
+TORCH_LIBRARY_IMPL(fusedloss, Meta, m) {
+  m.impl("_linear_cross_entropy", TORCH_FN(fusedloss::ops::forward_meta));
+}

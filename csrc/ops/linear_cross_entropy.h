@@ -1,0 +1,42 @@
+#pragma once
+// linear_cross_entropy at the operator layer: the internal chunked op the autograd layer calls.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
+#include <tuple>
+
+namespace fusedloss {
+namespace ops {
+
+using at::Tensor;
+using OptionalTensor = std::optional<Tensor>;
+
+struct LinearCrossEntropyArgs {
+  int64_t ignore_index = -100;
+  c10::string_view reduction = "mean";
+  double label_smoothing = 0;
+  double z_loss = 0;
+  std::optional<double> softcap;
+  std::optional<int64_t> chunk_size;
+  bool check_target = true;
+};
+
+// chunk_size=None: the rows whose logits take 64 MiB in the input dtype, and at least this many
+// (a matmul of fewer rows runs far below the machine's peak).
+constexpr int64_t kMinChunkRows = 128;
+int64_t default_chunk_rows(int64_t vocab, at::ScalarType dtype);
+
+// fusedloss::_linear_cross_entropy through the dispatcher. Returns (loss, z_loss, grad_input,
+// grad_linear_weight, grad_linear_bias, grad_divisor); the gradients asked for are those of the
+// loss (times row_grad_scale per row for reduction='none'), with the 1/denominator of 'mean'
+// folded in when mean_in_grad (else backward divides by grad_divisor).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> linear_cross_entropy_forward(
+    const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+    const OptionalTensor& linear_bias, const OptionalTensor& weight,
+    const LinearCrossEntropyArgs& args, const OptionalTensor& row_grad_scale, bool grad_input,
+    bool grad_weight, bool grad_bias, bool mean_in_grad);
+
+}  // namespace ops
+}  // namespace fusedloss
