@@ -35,6 +35,8 @@ class LinearCrossEntropyFunction
     const bool needs_x = input.requires_grad(), needs_w = linear_weight.requires_grad();
     const bool needs_b = linear_bias.has_value() && linear_bias->requires_grad();
     ctx->saved_data["reduction"] = reduction;
+    // Which gradients are wanted, saved as flags: an absent bias has no autograd edge to ask.
+    ctx->saved_data["needs"] = std::vector<bool>{needs_x, needs_w, needs_b};
     if (reduction == "none") {
       auto outputs = ops::linear_cross_entropy_forward(input, linear_weight, target, linear_bias,
                                                        weight, args, std::nullopt, false, false,
@@ -47,7 +49,6 @@ class LinearCrossEntropyFunction
       ctx->saved_data["z_loss"] = z_loss;
       ctx->saved_data["softcap"] = softcap;
       ctx->saved_data["chunk_size"] = chunk_size;
-      ctx->saved_data["needs"] = std::vector<bool>{needs_x, needs_w, needs_b};
       return std::get<0>(outputs);
     }
     const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
@@ -66,8 +67,8 @@ class LinearCrossEntropyFunction
                 "derivatives.");
     const auto saved = ctx->get_saved_variables();
     variable_list grads(12);
+    const auto needs = ctx->saved_data["needs"].toBoolList();
     if (ctx->saved_data["reduction"].toStringRef() == "none") {
-      const auto needs = ctx->saved_data["needs"].toBoolList();
       const auto optional = [](const Tensor& t) {
         return t.defined() ? OptionalTensor(t) : std::nullopt;
       };
@@ -89,9 +90,9 @@ class LinearCrossEntropyFunction
       scale = {grad_outputs[0].to(at::kFloat).div(saved[3].to(at::kFloat)), true, true};
     }
     const bool last_use = saved_buffers_die_after_backward();
-    if (ctx->needs_input_grad(0)) grads[0] = scaled(saved[0], scale, last_use);
-    if (ctx->needs_input_grad(1)) grads[1] = scaled(saved[1], scale, last_use);
-    if (ctx->needs_input_grad(3)) grads[3] = scaled(saved[2], scale, last_use);
+    if (needs[0]) grads[0] = scaled(saved[0], scale, last_use);
+    if (needs[1]) grads[1] = scaled(saved[1], scale, last_use);
+    if (needs[2]) grads[3] = scaled(saved[2], scale, last_use);
     return grads;
   }
 };
