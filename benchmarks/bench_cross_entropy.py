@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import fusedloss
-from common import machine_description, peak_bytes, saved_bytes, synchronize, write_results
+from common import (machine_description, peak_cuda_bytes, peak_rss_bytes, run_for_cpu_peak,
+                    saved_bytes, synchronize, write_results)
 
 FL = fusedloss.functional
 
@@ -40,6 +41,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shapes", nargs="+", default=["4096x32000", "512x128256"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # child process: one CPU peak
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     device = args.device
@@ -60,12 +62,21 @@ def main():
                 fn(logits, target).backward()
             return step
 
+        if args.peak_of:  # the child of run_for_cpu_peak
+            step = step_of(variants[args.peak_of])
+            step()  # warm-up: one-time allocations (and compilation) are not part of a step
+            logits.grad = None
+            print("PEAK", peak_rss_bytes(step))
+            return
         seconds = {k: median_step_seconds(step_of(f), device, args.repeats)
                    for k, f in variants.items()}
         peaks = {}
         for k, f in variants.items():
             logits.grad = None
-            peaks[k] = peak_bytes(step_of(f), device)
+            if device.startswith("cuda"):
+                peaks[k] = peak_cuda_bytes(step_of(f), device)
+            else:
+                peaks[k] = run_for_cpu_peak(["--device", device, "--shapes", shape, "--peak-of", k])
         kept = {k: saved_bytes(lambda: f(logits, target))[0] for k, f in variants.items()}
         logits.grad = None
         row = {
@@ -87,7 +98,9 @@ def main():
     header = (f"### Cross entropy, forward+backward, float32, {device}\n\n"
               f"{machine_description(device)}; median of {args.repeats} steps after a warm-up. "
               "Every 17th target is ignore_index. Peak: extra memory at the step's peak above "
-              "the logits and targets (the gradient itself is one logits-sized tensor).")
+              "the logits and targets, resident (CPU, measured in a child process in which freed "
+              "memory returns to the system) or allocated (CUDA); the gradient itself is one "
+              "logits-sized tensor.")
     write_results(f"cross_entropy_{device.split(':')[0]}", rows, list(rows[0]), header)
 
 

@@ -88,8 +88,8 @@ def _status_kib(field):
 
 def peak_rss_bytes(fn):
     """Peak resident memory of this process while fn() runs, above what was resident before
-    (Linux: the high-water mark is reset through /proc/self/clear_refs). Large CPU buffers are
-    mapped fresh and returned on free, so this is the extra memory a step needs at its peak."""
+    (Linux: the high-water mark is reset through /proc/self/clear_refs). Exact only where freed
+    memory goes back to the system: run it under CPU_PEAK_ENV (see run_for_cpu_peak)."""
     import gc
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
@@ -99,8 +99,20 @@ def peak_rss_bytes(fn):
     return (_status_kib("VmHWM") - before) * 1024
 
 
-def peak_bytes(fn, device):
-    """Extra memory at the peak of fn(): CUDA allocator stats, or resident memory on the CPU."""
-    if str(device).startswith("cuda"):
-        return peak_cuda_bytes(fn, device)
-    return peak_rss_bytes(fn)
+# glibc keeps freed blocks of up to 32 MiB in its heap for reuse (its dynamic mmap threshold),
+# which hides them from resident-memory peaks. With a fixed threshold every block over 64 KiB is
+# mapped on allocation and unmapped on free, so the high-water mark counts each step's memory.
+CPU_PEAK_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def run_for_cpu_peak(script_args):
+    """Runs this benchmark script again in a child process under CPU_PEAK_ENV with script_args
+    (which make it print 'PEAK <bytes>'), and returns the bytes."""
+    import subprocess
+    import sys
+    env = dict(os.environ, **CPU_PEAK_ENV)
+    out = subprocess.run([sys.executable, sys.argv[0], *script_args], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return int(next(line.split()[1] for line in out.splitlines() if line.startswith("PEAK ")))
+
+

@@ -58,7 +58,9 @@ void fill_row(const Rows<scalar_t>& a, int64_t r, acc_t<scalar_t> value) {
   for (int64_t c = 0; c < a.num_classes; ++c) g[c] = v;
 }
 
-template <typename scalar_t, bool kProb, bool kCap, bool kGrad>
+// kSpread: the row has q terms (probability targets, or label smoothing). A template argument, not
+// a runtime flag, so the loops stay branch-free and vectorize.
+template <typename scalar_t, bool kProb, bool kCap, bool kGrad, bool kSpread>
 FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int64_t end,
                                      acc_t<scalar_t>* e) {
   using acc = acc_t<scalar_t>;
@@ -68,8 +70,6 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
   // Probability targets: q_c = w_c (keep * y_c + spread); class indices: q_c = spread * w_c.
   const acc spread = a.smoothing / static_cast<acc>(C);
   const acc keep = acc(1) - a.smoothing;
-  // Without smoothing a class-index row has no q terms: skipping them keeps 0 * -inf out.
-  const bool spread_terms = kProb || spread != acc(0);
   for (int64_t r = begin; r < end; ++r) {
     const scalar_t* x = a.logits + r * C;
     const scalar_t* y = kProb ? a.target_prob + r * C : nullptr;
@@ -105,7 +105,7 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
       const acc ec = formulas::exp_of(v - max);
       sum += ec;
       if constexpr (kGrad) e[c] = ec;
-      if (spread_terms) {  // uniform: the compiler unswitches the loop
+      if constexpr (kSpread) {  // without, no 0 * -inf from an -inf logit
         const acc q = kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c];
         q_total += q;
         q_dot_x += q * v;
@@ -121,8 +121,10 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
     scalar_t* gt = kProb && a.grad_target ? a.grad_target + r * C : nullptr;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      const acc q = kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c];
-      acc gc = e[c] * row.p_scale - q * row.q_scale;
+      acc gc = e[c] * row.p_scale;
+      if constexpr (kSpread) {
+        gc -= (kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c]) * row.q_scale;
+      }
       if constexpr (kCap) gc *= softcap_slope(cap * formulas::tanh_of(load_as_acc(x[c]) / cap), cap);
       g[c] = store_from_acc<scalar_t>(gc);
     }
@@ -144,10 +146,13 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
 template <typename scalar_t, bool kProb, bool kCap>
 void rows_range_dispatch(const Rows<scalar_t>& a, int64_t begin, int64_t end,
                          acc_t<scalar_t>* e) {
+  const bool spread = kProb || a.smoothing != 0;
   if (a.grad_input) {
-    rows_range<scalar_t, kProb, kCap, true>(a, begin, end, e);
+    spread ? rows_range<scalar_t, kProb, kCap, true, true>(a, begin, end, e)
+           : rows_range<scalar_t, kProb, kCap, true, false>(a, begin, end, e);
   } else {
-    rows_range<scalar_t, kProb, kCap, false>(a, begin, end, e);
+    spread ? rows_range<scalar_t, kProb, kCap, false, true>(a, begin, end, e)
+           : rows_range<scalar_t, kProb, kCap, false, false>(a, begin, end, e);
   }
 }
 
