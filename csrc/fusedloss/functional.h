@@ -223,5 +223,34 @@ inline at::Tensor multi_margin_loss(const at::Tensor& input, const at::Tensor& t
                      detail::reduction_name(options.reduction()));
 }
 
+// Options of linear_cross_entropy (torch has no option struct for it).
+struct LinearCrossEntropyFuncOptions {
+  TORCH_ARG(at::Tensor, bias) = {};    // (V) added to the logits
+  TORCH_ARG(at::Tensor, weight) = {};  // (V) class weights, as cross_entropy's
+  TORCH_ARG(int64_t, ignore_index) = -100;
+  TORCH_ARG(detail::Reduction, reduction) = torch::kMean;
+  TORCH_ARG(double, label_smoothing) = 0.0;
+  TORCH_ARG(double, z_loss) = 0.0;
+  TORCH_ARG(std::optional<double>, softcap) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, chunk_size) = std::nullopt;  // rows per chunk; none: 64 MiB
+  TORCH_ARG(bool, check_target) = true;
+};
+
+// cross_entropy(input @ linear_weight.T + bias, target) without materializing the logits: input
+// (N, H) or (B, T, H), linear_weight (V, H), target (N) or (B, T).
+inline at::Tensor linear_cross_entropy(const at::Tensor& input, const at::Tensor& linear_weight,
+                                       const at::Tensor& target,
+                                       const LinearCrossEntropyFuncOptions& options = {}) {
+  static const auto handle = detail::op<at::Tensor(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+      const std::optional<at::Tensor>&, int64_t, c10::string_view, double, double,
+      std::optional<double>, std::optional<int64_t>, bool)>("fusedloss::linear_cross_entropy");
+  return handle.call(input, linear_weight, target, detail::optional(options.bias()),
+                     detail::optional(options.weight()), options.ignore_index(),
+                     detail::reduction_name(options.reduction()), options.label_smoothing(),
+                     options.z_loss(), options.softcap(), options.chunk_size(),
+                     options.check_target());
+}
+
 }  // namespace functional
 }  // namespace fusedloss

@@ -4,6 +4,7 @@
 // the whole change in a trainer.
 
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include <ostream>
@@ -74,6 +75,44 @@ class CrossEntropyLossImpl : public torch::nn::Cloneable<CrossEntropyLossImpl> {
   functional::CrossEntropyExtras extras;
 };
 TORCH_MODULE(CrossEntropyLoss);
+
+struct LinearCrossEntropyLossOptions {
+  LinearCrossEntropyLossOptions(int64_t in_features, int64_t num_classes)
+      : in_features_(in_features), num_classes_(num_classes) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, num_classes);
+  TORCH_ARG(bool, bias) = false;
+  // The loss options; their bias is the module's own (this one is ignored).
+  TORCH_ARG(functional::LinearCrossEntropyFuncOptions, loss) = {};
+};
+
+// A linear layer (V, H) followed by cross entropy, fused (the LM head of a language model): owns
+// `linear` (a torch::nn::Linear, initialized as torch's), forward(input, target) -> loss.
+class LinearCrossEntropyLossImpl : public torch::nn::Cloneable<LinearCrossEntropyLossImpl> {
+ public:
+  explicit LinearCrossEntropyLossImpl(LinearCrossEntropyLossOptions options)
+      : options(std::move(options)) {
+    reset();
+  }
+  void reset() override {
+    linear = register_module(
+        "linear", torch::nn::Linear(torch::nn::LinearOptions(options.in_features(),
+                                                             options.num_classes())
+                                        .bias(options.bias())));
+  }
+  void pretty_print(std::ostream& stream) const override {
+    stream << "fusedloss::nn::LinearCrossEntropyLoss(in_features=" << options.in_features()
+           << ", num_classes=" << options.num_classes() << ")";
+  }
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& target) {
+    auto loss_options = options.loss();
+    loss_options.bias(linear->bias);
+    return functional::linear_cross_entropy(input, linear->weight, target, loss_options);
+  }
+  LinearCrossEntropyLossOptions options;
+  torch::nn::Linear linear{nullptr};
+};
+TORCH_MODULE(LinearCrossEntropyLoss);
 
 }  // namespace nn
 }  // namespace fusedloss

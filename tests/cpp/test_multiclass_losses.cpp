@@ -112,4 +112,31 @@ TEST(MulticlassLosses, OutOfRangeTargetIsIndexError) {
   EXPECT_FALSE(std::isnan(unchecked[0].item<float>()));
 }
 
+TEST(MulticlassLosses, LinearCrossEntropyMatchesLinearThenCrossEntropy) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(3);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    auto x = torch::randn({3, 5, 8}, options).requires_grad_();
+    auto target = torch::randint(0, 11, {3, 5}, options.dtype(torch::kLong));
+    target[1][2] = -100;
+    fusedloss::nn::LinearCrossEntropyLoss head(
+        fusedloss::nn::LinearCrossEntropyLossOptions(8, 11).bias(true).loss(
+            fusedloss::functional::LinearCrossEntropyFuncOptions().label_smoothing(0.1).chunk_size(4)));
+    head->to(device, torch::kDouble);
+    auto loss = head(x, target);
+    auto x_ref = x.detach().clone().requires_grad_();
+    auto w_ref = head->linear->weight.detach().clone().requires_grad_();
+    auto b_ref = head->linear->bias.detach().clone().requires_grad_();
+    auto loss_ref = F::cross_entropy(F::linear(x_ref, w_ref, b_ref).view({15, 11}), target.view(-1),
+                                     F::CrossEntropyFuncOptions().label_smoothing(0.1));
+    const std::string what = "linear_cross_entropy on " + device.str();
+    expect_close(loss, loss_ref, what);
+    loss.backward();
+    loss_ref.backward();
+    expect_close(x.grad(), x_ref.grad(), what + " grad input");
+    expect_close(head->linear->weight.grad(), w_ref.grad(), what + " grad weight");
+    expect_close(head->linear->bias.grad(), b_ref.grad(), what + " grad bias");
+  }
+}
+
 }  // namespace
