@@ -35,7 +35,7 @@ python_missing=()
 python3 -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)" \
   2>/dev/null || python_missing+=("setuptools>=64")
 python3 -c "import wheel" 2>/dev/null || python_missing+=(wheel)
-for module in pytest numpy expecttest hypothesis matplotlib tqdm; do
+for module in pytest numpy expecttest hypothesis matplotlib tqdm torchmetrics; do
   python3 -c "import $module" 2>/dev/null || python_missing+=("$module")
 done
 if [ ${#python_missing[@]} -gt 0 ]; then

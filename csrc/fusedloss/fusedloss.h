@@ -4,6 +4,7 @@
 //   #include <fusedloss/fusedloss.h>
 //   auto loss = fusedloss::functional::mse_loss(prediction, target);
 //   fusedloss::nn::HuberLoss criterion(torch::nn::HuberLossOptions().delta(0.5));
+//   auto f1 = fusedloss::metrics::f1_score(logits, labels, "multiclass", 10);
 //
 // Including this header is enough to have the operators registered: it refers to a symbol of
 // libfusedloss.so, so the linker keeps the library (even with --as-needed) and its static
@@ -11,6 +12,7 @@
 
 #include "fusedloss/functional.h"
 #include "fusedloss/library.h"
+#include "fusedloss/metrics.h"
 #include "fusedloss/modules.h"
 
 namespace fusedloss {

@@ -134,3 +134,21 @@ def test_multiclass_example_runs_and_smoothing_curbs_overconfidence(tmp_path):
     plain, smoothed = runs["label_smoothing=0.0"], runs["label_smoothing=0.2"]
     assert smoothed["accuracy"] > 0.7 and plain["accuracy"] > 0.7
     assert smoothed["mean confidence when wrong"] < plain["mean confidence when wrong"]
+
+
+def test_imbalanced_example_shows_why_accuracy_misleads(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (tools/install_deps.sh installs it)")
+    pytest.importorskip("tqdm", reason="tqdm not installed (tools/install_deps.sh installs it)")
+    plot = tmp_path / "bars.png"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "python", "imbalanced_metrics.py"),
+                          "--epochs", "3", "--out", str(plot)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert plot.stat().st_size > 10_000
+    reports = {}
+    for line in out.stdout.splitlines():
+        name, _, rest = line.rpartition(": ")
+        if "accuracy" in rest:
+            reports[name.split("\r")[-1]] = {k.split()[0]: float(k.split()[1]) for k in rest.split(", ")}
+    never = reports['always "negative"']
+    assert never["accuracy"] > 0.98 and never["recall"] == 0.0 and never["f1"] == 0.0
+    assert reports["BCEWithLogitsLoss(pos_weight=99)"]["recall"] > reports["BCELoss"]["recall"]

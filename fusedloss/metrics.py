@@ -1,0 +1,283 @@
+"""Evaluation metrics on fused counting kernels, with torchmetrics' names, arguments and results.
+
+Classification (task='binary' or 'multiclass'): one pass over preds and target counts a
+confusion matrix (int64) and top-k hits; accuracy, precision, recall, F-scores and stat scores
+all come from those counts. Binary float preds are probabilities, or logits when a batch has
+values outside [0, 1] (a sigmoid is applied then, as torchmetrics does), thresholded at
+`threshold`. Multiclass preds are scores (N, C, ...) (argmax, or top-k for accuracy) or labels.
+
+Regression: one pass gathers per-output float64 moments (count, target mean and squared
+deviations, squared and absolute errors), merged with a numerically stable formula; R^2 never
+forms sum(y^2) - sum(y)^2 / n.
+
+The streaming classes keep those counts: update() adds a batch (on a GPU without waiting for it),
+compute() gives the metric, reset() clears, merge(other) adds another instance's state (e.g. from
+another process). Out-of-range labels raise ValueError: on the CPU in update, on CUDA in compute.
+"""
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "accuracy", "precision", "recall", "f1_score", "fbeta_score", "confusion_matrix",
+    "stat_scores", "r2_score", "mean_squared_error", "mean_absolute_error",
+    "ClassificationCounts", "Accuracy", "Precision", "Recall", "F1Score", "FBetaScore",
+    "ConfusionMatrix", "StatScores", "RegressionMoments", "MeanSquaredError",
+    "MeanAbsoluteError", "R2Score",
+]
+
+
+def _num_classes(task: str, num_classes: Optional[int]) -> int:
+    if task == "multiclass":
+        if num_classes is None:
+            raise ValueError("fusedloss.metrics: task='multiclass' needs num_classes")
+        return num_classes
+    return 2
+
+
+def _counts(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int], threshold: float,
+            top_k: int, ignore_index: Optional[int]) -> Tuple[Tensor, Tensor, Tensor]:
+    return torch.ops.fusedloss._classification_counts(
+        preds, target, task, _num_classes(task, num_classes), threshold, top_k, ignore_index)
+
+
+def _classification(metric: str, preds: Tensor, target: Tensor, task: str, num_classes: Optional[int],
+                    threshold: float, average: Optional[str], top_k: int, ignore_index: Optional[int],
+                    beta: float = 1.0, zero_division: float = 0.0) -> Tensor:
+    confusion, hits, invalid = _counts(preds, target, task, num_classes, threshold, top_k, ignore_index)
+    return torch.ops.fusedloss._classification_metric(
+        confusion, hits, invalid, metric, task, "none" if average is None else average, beta,
+        zero_division, top_k)
+
+
+def accuracy(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
+             num_classes: Optional[int] = None, average: Optional[str] = "micro", top_k: int = 1,
+             ignore_index: Optional[int] = None) -> Tensor:
+    """Share of correct predictions (multiclass: of the target in the top_k scores)."""
+    return _classification("accuracy", preds, target, task, num_classes, threshold, average, top_k,
+                           ignore_index)
+
+
+def precision(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
+              num_classes: Optional[int] = None, average: Optional[str] = "micro",
+              ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+    """tp / (tp + fp); zero_division where nothing was predicted positive."""
+    return _classification("precision", preds, target, task, num_classes, threshold, average, 1,
+                           ignore_index, zero_division=zero_division)
+
+
+def recall(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
+           num_classes: Optional[int] = None, average: Optional[str] = "micro",
+           ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+    """tp / (tp + fn); zero_division where a class has no positives."""
+    return _classification("recall", preds, target, task, num_classes, threshold, average, 1,
+                           ignore_index, zero_division=zero_division)
+
+
+def fbeta_score(preds: Tensor, target: Tensor, task: str, beta: float = 1.0, threshold: float = 0.5,
+                num_classes: Optional[int] = None, average: Optional[str] = "micro",
+                ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+    """(1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp)."""
+    return _classification("fbeta", preds, target, task, num_classes, threshold, average, 1,
+                           ignore_index, beta=beta, zero_division=zero_division)
+
+
+def f1_score(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
+             num_classes: Optional[int] = None, average: Optional[str] = "micro",
+             ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+    """Harmonic mean of precision and recall (fbeta_score with beta = 1)."""
+    return fbeta_score(preds, target, task, 1.0, threshold, num_classes, average, ignore_index,
+                       zero_division)
+
+
+def confusion_matrix(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
+                     num_classes: Optional[int] = None, ignore_index: Optional[int] = None) -> Tensor:
+    """int64 counts, rows = target class, columns = predicted class."""
+    return _classification("confusion_matrix", preds, target, task, num_classes, threshold, "micro",
+                           1, ignore_index)
+
+
+def stat_scores(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
+                num_classes: Optional[int] = None, average: Optional[str] = "micro",
+                ignore_index: Optional[int] = None) -> Tensor:
+    """[tp, fp, tn, fn, support], per class for average='none'."""
+    return _classification("stat_scores", preds, target, task, num_classes, threshold, average, 1,
+                           ignore_index)
+
+
+def _moments(preds: Tensor, target: Tensor, num_outputs: int = 1) -> Tensor:
+    if num_outputs == 1:
+        preds, target = preds.reshape(-1), target.reshape(-1)
+    return torch.ops.fusedloss._regression_moments(preds, target)
+
+
+def mean_squared_error(preds: Tensor, target: Tensor, squared: bool = True,
+                       num_outputs: int = 1) -> Tensor:
+    """Mean of (preds - target)^2 over all elements; squared=False gives its root (RMSE)."""
+    metric = "mean_squared_error" if squared else "root_mean_squared_error"
+    return torch.ops.fusedloss._regression_metric(_moments(preds, target), metric, 0, "uniform_average")
+
+
+def mean_absolute_error(preds: Tensor, target: Tensor, num_outputs: int = 1) -> Tensor:
+    """Mean of |preds - target| over all elements."""
+    return torch.ops.fusedloss._regression_metric(_moments(preds, target), "mean_absolute_error", 0,
+                                                  "uniform_average")
+
+
+def r2_score(preds: Tensor, target: Tensor, adjusted: int = 0,
+             multioutput: str = "uniform_average") -> Tensor:
+    """Coefficient of determination 1 - SS_res / SS_tot per output of (N) or (N, outputs); adjusted
+    for `adjusted` regressors; multioutput 'raw_values' | 'uniform_average' | 'variance_weighted'."""
+    return torch.ops.fusedloss._regression_metric(
+        torch.ops.fusedloss._regression_moments(preds, target), "r2_score", adjusted, multioutput)
+
+
+class ClassificationCounts:
+    """The shared state of the classification metrics of one task: a confusion matrix and top-k
+    hits (int64, on the device of the data), from which every metric is computed."""
+
+    metric = "accuracy"
+
+    def __init__(self, task: str, num_classes: Optional[int] = None, threshold: float = 0.5,
+                 top_k: int = 1, average: Optional[str] = "micro", ignore_index: Optional[int] = None,
+                 zero_division: float = 0.0, beta: float = 1.0) -> None:
+        if task not in ("binary", "multiclass"):
+            raise ValueError(f"fusedloss.metrics: task must be 'binary' or 'multiclass', got {task!r}")
+        self.task, self.num_classes = task, _num_classes(task, num_classes)
+        self.threshold, self.top_k, self.ignore_index = threshold, top_k, ignore_index
+        self.average = "none" if average is None else average
+        self.zero_division, self.beta = zero_division, beta
+        self.reset()
+
+    def reset(self) -> None:
+        self.confusion: Optional[Tensor] = None
+        self.top_k_hits: Optional[Tensor] = None
+        self.invalid: Optional[Tensor] = None
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        confusion, hits, invalid = torch.ops.fusedloss._classification_counts(
+            preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
+        if self.confusion is None:
+            self.confusion, self.top_k_hits, self.invalid = confusion, hits, invalid
+        else:
+            self.confusion += confusion.to(self.confusion.device)
+            self.top_k_hits += hits.to(self.top_k_hits.device)
+            self.invalid += invalid.to(self.invalid.device)
+
+    def merge(self, other: "ClassificationCounts") -> "ClassificationCounts":
+        if (other.task, other.num_classes, other.top_k) != (self.task, self.num_classes, self.top_k):
+            raise ValueError("fusedloss.metrics: cannot merge states of different task, num_classes or top_k")
+        if other.confusion is not None:
+            if self.confusion is None:
+                self.confusion = other.confusion.clone()
+                self.top_k_hits, self.invalid = other.top_k_hits.clone(), other.invalid.clone()
+            else:
+                self.confusion += other.confusion.to(self.confusion.device)
+                self.top_k_hits += other.top_k_hits.to(self.top_k_hits.device)
+                self.invalid += other.invalid.to(self.invalid.device)
+        return self
+
+    def compute(self, metric: Optional[str] = None) -> Tensor:
+        """This instance's metric, or another one of the same counts ('accuracy', 'precision',
+        'recall', 'fbeta', 'f1', 'confusion_matrix', 'stat_scores')."""
+        metric = metric or self.metric
+        if self.confusion is None:
+            raise RuntimeError("fusedloss.metrics: compute() before any update()")
+        beta = 1.0 if metric == "f1" else self.beta
+        return torch.ops.fusedloss._classification_metric(
+            self.confusion, self.top_k_hits, self.invalid, "fbeta" if metric == "f1" else metric,
+            self.task, self.average, beta, self.zero_division, self.top_k if metric == "accuracy" else 1)
+
+    def compute_all(self) -> Dict[str, Tensor]:
+        """Accuracy, precision, recall and F1 from the one state."""
+        return {m: self.compute(m) for m in ("accuracy", "precision", "recall", "f1")}
+
+    def __call__(self, preds: Tensor, target: Tensor) -> Tensor:
+        """Adds the batch and returns the metric of that batch alone (as a torchmetrics forward)."""
+        batch = type(self).__new__(type(self))
+        batch.__dict__.update(self.__dict__)
+        batch.reset()
+        batch.update(preds, target)
+        self.merge(batch)
+        return batch.compute()
+
+
+class Accuracy(ClassificationCounts):
+    metric = "accuracy"
+
+
+class Precision(ClassificationCounts):
+    metric = "precision"
+
+
+class Recall(ClassificationCounts):
+    metric = "recall"
+
+
+class F1Score(ClassificationCounts):
+    metric = "f1"
+
+
+class FBetaScore(ClassificationCounts):
+    metric = "fbeta"
+
+
+class ConfusionMatrix(ClassificationCounts):
+    metric = "confusion_matrix"
+
+
+class StatScores(ClassificationCounts):
+    metric = "stat_scores"
+
+
+class RegressionMoments:
+    """The shared state of the regression metrics: per-output float64 moments."""
+
+    metric = "mean_squared_error"
+
+    def __init__(self, num_outputs: int = 1, squared: bool = True, adjusted: int = 0,
+                 multioutput: str = "uniform_average") -> None:
+        self.num_outputs, self.squared = num_outputs, squared
+        self.adjusted, self.multioutput = adjusted, multioutput
+        self.reset()
+
+    def reset(self) -> None:
+        self.moments: Optional[Tensor] = None
+
+    def _batch_moments(self, preds: Tensor, target: Tensor) -> Tensor:
+        if self.metric == "r2_score":
+            return torch.ops.fusedloss._regression_moments(preds, target)
+        return _moments(preds, target, self.num_outputs)
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        batch = self._batch_moments(preds, target)
+        self.moments = batch if self.moments is None else torch.ops.fusedloss._merge_regression_moments(
+            self.moments, batch.to(self.moments.device))
+
+    def merge(self, other: "RegressionMoments") -> "RegressionMoments":
+        if other.moments is not None:
+            self.moments = other.moments.clone() if self.moments is None else \
+                torch.ops.fusedloss._merge_regression_moments(self.moments, other.moments.to(self.moments.device))
+        return self
+
+    def compute(self) -> Tensor:
+        if self.moments is None:
+            raise RuntimeError("fusedloss.metrics: compute() before any update()")
+        metric = self.metric
+        if metric == "mean_squared_error" and not self.squared:
+            metric = "root_mean_squared_error"
+        return torch.ops.fusedloss._regression_metric(self.moments, metric, self.adjusted, self.multioutput)
+
+
+class MeanSquaredError(RegressionMoments):
+    metric = "mean_squared_error"
+
+
+class MeanAbsoluteError(RegressionMoments):
+    metric = "mean_absolute_error"
+
+
+class R2Score(RegressionMoments):
+    metric = "r2_score"

@@ -1,0 +1,239 @@
+"""Metrics against torchmetrics (and float64 formulas / scikit-learn where torchmetrics computes in
+float32): random and imbalanced data, classes that never occur, ignore_index, all-ignored
+batches, zero_division, streaming over many batches equals one batch, merge, bad input."""
+
+import warnings
+
+import pytest
+import torch
+
+import fusedloss
+
+tm = pytest.importorskip("torchmetrics", reason="torchmetrics not installed (tools/install_deps.sh installs it)")
+import torchmetrics.functional as TMF  # noqa: E402
+
+M = fusedloss.metrics
+AVERAGES = ["micro", "macro", "weighted", "none"]
+CLASSIFICATION = ["accuracy", "precision", "recall", "f1_score", "stat_scores"]
+
+
+def close(ours, theirs, atol=1e-6):
+    torch.testing.assert_close(ours.cpu().to(theirs.dtype), theirs.cpu(), atol=atol, rtol=1e-5, equal_nan=True)
+
+
+def multiclass_data(n, classes, device, seed=0, imbalanced=False, missing=(), kdim=False):
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, classes, 3) if kdim else (n, classes)
+    scores = torch.randn(shape, generator=g)
+    if imbalanced:
+        probs = torch.tensor([0.9] + [0.1 / (classes - 1)] * (classes - 1))
+        target = torch.multinomial(probs, n * (3 if kdim else 1), replacement=True, generator=g)
+    else:
+        target = torch.randint(classes, (n * (3 if kdim else 1),), generator=g)
+    for c in missing:  # a class that never occurs in the target
+        target[target == c] = (c + 1) % classes
+    target = target.view(n, 3) if kdim else target
+    scores = scores + 1.5 * torch.nn.functional.one_hot(target, classes).movedim(-1, 1).float()
+    return scores.to(device), target.to(device)
+
+
+def call(name, module, *args, **kwargs):
+    return getattr(module, name)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
+@pytest.mark.parametrize("average", AVERAGES)
+@pytest.mark.parametrize("case", ["random", "imbalanced", "missing-class", "kdim", "labels", "ignore"])
+def test_multiclass_matches_torchmetrics(name, average, case, device):
+    scores, target = multiclass_data(300, 6, device, imbalanced=case == "imbalanced",
+                                     missing=(2,) if case == "missing-class" else (), kdim=case == "kdim")
+    preds = scores.argmax(1) if case == "labels" else scores
+    kw = dict(task="multiclass", num_classes=6, average=average)
+    if case == "ignore":
+        target = target.clone()
+        target[::4] = -1
+        kw["ignore_index"] = -1
+    ours = call(name, M, preds, target, **kw)
+    theirs = call(name, TMF, preds.cpu(), target.cpu(), **kw)
+    close(ours, theirs)
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION + ["confusion_matrix"])
+@pytest.mark.parametrize("case", ["probabilities", "logits", "labels", "imbalanced", "ignore"])
+def test_binary_matches_torchmetrics(name, case, device):
+    g = torch.Generator().manual_seed(1)
+    target = (torch.rand(500, generator=g) < (0.01 if case == "imbalanced" else 0.4)).long()
+    logits = torch.randn(500, generator=g) + 2 * target - 1
+    preds = {"probabilities": torch.sigmoid(logits), "logits": logits, "labels": (logits > 0).long(),
+             "imbalanced": torch.sigmoid(logits - 2), "ignore": torch.sigmoid(logits)}[case]
+    kw = dict(task="binary", threshold=0.4)
+    if case == "ignore":
+        target[::3] = 255
+        kw["ignore_index"] = 255
+    ours = call(name, M, preds.to(device), target.to(device), **kw)
+    theirs = call(name, TMF, preds, target, **kw)
+    close(ours, theirs)
+
+
+@pytest.mark.parametrize("average", ["micro", "macro", "weighted", "none"])
+@pytest.mark.parametrize("top_k", [2, 3])
+def test_top_k_accuracy_matches_torchmetrics(average, top_k, device):
+    scores, target = multiclass_data(200, 7, device, seed=2)
+    # No ties: torch.topk orders equal scores in an unspecified way (ours: lower index first).
+    ours = M.accuracy(scores, target, "multiclass", num_classes=7, average=average, top_k=top_k)
+    theirs = TMF.accuracy(scores.cpu(), target.cpu(), "multiclass", num_classes=7, average=average, top_k=top_k)
+    close(ours, theirs)
+
+
+@pytest.mark.parametrize("zero_division", [0.0, 1.0])
+@pytest.mark.parametrize("name", ["precision", "recall", "f1_score"])
+def test_zero_division(zero_division, name, device):
+    # Class 2 is never predicted nor present; class 3 is predicted but never present.
+    preds = torch.tensor([0, 1, 3, 0, 1], device=device)
+    target = torch.tensor([0, 1, 1, 0, 0], device=device)
+    for average in ("none", "macro", "micro"):
+        kw = dict(task="multiclass", num_classes=4, average=average, zero_division=zero_division)
+        close(call(name, M, preds, target, **kw), call(name, TMF, preds.cpu(), target.cpu(), **kw))
+    kw = dict(task="binary", zero_division=zero_division)
+    nothing = torch.zeros(5, dtype=torch.long, device=device)
+    close(call(name, M, nothing, nothing, **kw), call(name, TMF, nothing.cpu(), nothing.cpu(), **kw))
+
+
+def test_all_ignored_batch(device):
+    scores, target = multiclass_data(10, 4, device)
+    target = torch.full_like(target, -1)
+    for name in ("accuracy", "precision", "recall", "f1_score"):
+        kw = dict(task="multiclass", num_classes=4, ignore_index=-1)
+        close(call(name, M, scores, target, **kw), call(name, TMF, scores.cpu(), target.cpu(), **kw))
+
+
+def test_fbeta_matches_torchmetrics(device):
+    scores, target = multiclass_data(300, 5, device, imbalanced=True)
+    for beta in (0.5, 2.0):
+        for average in AVERAGES:
+            kw = dict(task="multiclass", num_classes=5, average=average, beta=beta)
+            close(M.fbeta_score(scores, target, **kw), TMF.fbeta_score(scores.cpu(), target.cpu(), **kw))
+
+
+@pytest.mark.parametrize("cls,name,kw", [
+    (M.Accuracy, "accuracy", dict(average="macro")), (M.Precision, "precision", dict(average="weighted")),
+    (M.Recall, "recall", dict(average="none")), (M.F1Score, "f1_score", dict(average="micro")),
+    (M.ConfusionMatrix, "confusion_matrix", {}),
+])
+def test_streaming_over_batches_equals_one_batch(cls, name, kw, device):
+    scores, target = multiclass_data(1000, 5, device, seed=4)
+    metric = cls(task="multiclass", num_classes=5, **kw)
+    for s, t in zip(scores.split(77), target.split(77)):
+        metric.update(s, t)
+    one_batch = call(name, M, scores, target, task="multiclass", num_classes=5, **kw)
+    assert torch.equal(metric.compute(), one_batch)
+    # Two halves in separate instances, merged.
+    a, b = cls(task="multiclass", num_classes=5, **kw), cls(task="multiclass", num_classes=5, **kw)
+    a.update(scores[:400], target[:400])
+    b.update(scores[400:], target[400:])
+    assert torch.equal(a.merge(b).compute(), one_batch)
+    metric.reset()
+    metric.update(scores[:10], target[:10])
+    assert torch.equal(metric.compute(), call(name, M, scores[:10], target[:10], task="multiclass",
+                                              num_classes=5, **kw))
+
+
+def test_one_state_gives_every_metric(device):
+    scores, target = multiclass_data(500, 4, device, seed=5, imbalanced=True)
+    state = M.ClassificationCounts("multiclass", num_classes=4, average="macro")
+    state.update(scores, target)
+    values = state.compute_all()
+    for name, key in [("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("f1_score", "f1")]:
+        close(values[key], call(name, TMF, scores.cpu(), target.cpu(), task="multiclass", num_classes=4,
+                                average="macro"))
+
+
+def test_regression_matches_torchmetrics(device):
+    g = torch.Generator().manual_seed(6)
+    target = torch.randn(1000, generator=g)
+    preds = target + 0.3 * torch.randn(1000, generator=g)
+    p, t = preds.to(device), target.to(device)
+    close(M.mean_squared_error(p, t), TMF.mean_squared_error(preds, target))
+    close(M.mean_squared_error(p, t, squared=False), TMF.mean_squared_error(preds, target, squared=False))
+    close(M.mean_absolute_error(p, t), TMF.mean_absolute_error(preds, target))
+    close(M.r2_score(p, t), TMF.r2_score(preds, target), atol=1e-5)
+    close(M.r2_score(p, t, adjusted=5), TMF.r2_score(preds, target, adjusted=5), atol=1e-5)
+    p2, t2 = torch.randn(300, 3, generator=g), torch.randn(300, 3, generator=g)
+    for multioutput in ("raw_values", "uniform_average", "variance_weighted"):
+        close(M.r2_score(p2.to(device), t2.to(device), multioutput=multioutput),
+              TMF.r2_score(p2, t2, multioutput=multioutput), atol=1e-5)
+
+
+def test_r2_is_stable_where_a_float32_sum_of_squares_is_not(device):
+    """Targets 1e4 + noise: sum(y^2) - sum(y)^2 / n in float32 loses every digit of the variance."""
+    g = torch.Generator().manual_seed(7)
+    target64 = 1e4 + torch.randn(100_000, generator=g, dtype=torch.float64)
+    preds64 = target64 + 0.5 * torch.randn(100_000, generator=g, dtype=torch.float64)
+    exact = 1 - ((target64 - preds64) ** 2).sum() / ((target64 - target64.mean()) ** 2).sum()
+    ours = M.r2_score(preds64.float().to(device), target64.float().to(device))
+    assert abs(ours.item() - exact.item()) < 1e-3, (ours.item(), exact.item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_counted_in_float32(dtype, device):
+    scores, target = multiclass_data(300, 5, device, seed=8)
+    close(M.accuracy(scores.to(dtype), target, "multiclass", num_classes=5),
+          TMF.accuracy(scores.to(dtype).float().cpu(), target.cpu(), "multiclass", num_classes=5))
+    t = torch.randn(500, device=device)
+    p = (t + 0.1 * torch.randn_like(t)).to(dtype)
+    close(M.mean_squared_error(p, t.to(dtype)), TMF.mean_squared_error(p.float().cpu(), t.to(dtype).float().cpu()))
+
+
+def test_regression_streaming_and_merge(device):
+    g = torch.Generator().manual_seed(9)
+    t = torch.randn(2000, 2, generator=g).to(device) * 3 + 7
+    p = t + torch.randn(2000, 2, generator=g).to(device)
+    for cls, kw, fn in [(M.R2Score, dict(multioutput="raw_values"), lambda: M.r2_score(p, t, multioutput="raw_values")),
+                        (M.MeanSquaredError, {}, lambda: M.mean_squared_error(p, t)),
+                        (M.MeanAbsoluteError, {}, lambda: M.mean_absolute_error(p, t))]:
+        streamed, a, b = cls(**kw), cls(**kw), cls(**kw)
+        for pp, tt in zip(p.split(123), t.split(123)):
+            streamed.update(pp, tt)
+        a.update(p[:999], t[:999])
+        b.update(p[999:], t[999:])
+        torch.testing.assert_close(streamed.compute(), fn(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a.merge(b).compute(), fn(), rtol=1e-6, atol=1e-6)
+
+
+def test_bad_input_is_a_clear_error(device):
+    scores, target = multiclass_data(10, 4, device)
+    with pytest.raises(ValueError, match="target must hold integer class labels.*Float"):
+        M.accuracy(scores, target.float(), "multiclass", num_classes=4)
+    with pytest.raises(ValueError, match="target of shape \\[9\\] does not match preds of shape \\[10, 4\\]"):
+        M.accuracy(scores, target[:9], "multiclass", num_classes=4)
+    with pytest.raises(ValueError, match="C = num_classes \\(5\\)"):
+        M.accuracy(scores, target, "multiclass", num_classes=5)
+    with pytest.raises(ValueError, match="task must be 'binary' or 'multiclass'"):
+        M.accuracy(scores, target, "multilabel", num_classes=4)
+    bad = target.clone()
+    bad[3] = 7
+    with pytest.raises(ValueError, match="not classes in \\[0, 4\\)|target 7 at position 3"):
+        M.accuracy(scores, bad, "multiclass", num_classes=4)
+    with pytest.raises(ValueError, match="predicted label 9|not classes in \\[0, 4\\)"):
+        M.precision(torch.tensor([0, 9], device=device), torch.tensor([0, 1], device=device), "multiclass",
+                    num_classes=4)
+    with pytest.raises(ValueError, match="same shape"):
+        M.r2_score(torch.randn(5, device=device), torch.randn(6, device=device))
+    with pytest.raises(ValueError, match="at least two samples"):
+        M.r2_score(torch.randn(1, device=device), torch.randn(1, device=device))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine (CUDA kernels are compiled, not run, here)")
+def test_cuda_update_defers_bad_labels_to_compute():
+    scores, target = multiclass_data(10, 4, "cuda")
+    target[2] = 11
+    metric = M.Accuracy("multiclass", num_classes=4)
+    metric.update(scores, target)  # no error, no synchronization
+    with pytest.raises(ValueError, match="1 target or predicted labels were not classes in \\[0, 4\\)"):
+        metric.compute()
+
+
+def test_opcheck_counting_ops(device):
+    scores, target = multiclass_data(20, 4, device)
+    torch.library.opcheck(torch.ops.fusedloss._classification_counts, (scores, target, "multiclass", 4, 0.5, 2, None))
+    torch.library.opcheck(torch.ops.fusedloss._regression_moments, (scores[:, :2], scores[:, 2:]))
