@@ -79,7 +79,8 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
         if (a.row_z_loss) a.row_z_loss[r] = v;
       }
       if constexpr (kGrad) {
-        for (int64_t c = lane; c < C; c += kGroup) a.grad_input[r * C + c] = static_cast<scalar_t>(v);
+        for (int64_t c = lane; c < C; c += kGroup)
+          a.grad_input[r * C + c] = static_cast<scalar_t>(v);
       }
       return;
     }
@@ -108,9 +109,9 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
   row_state.finish();
   q_total = group_all_reduce<kGroup>(q_total, Plus<acc>(), shared);
   q_dot_x = group_all_reduce<kGroup>(q_dot_x, Plus<acc>(), shared);
-  const auto row = formulas::cross_entropy_row<acc>(row_state.max, row_state.sum, q_total, q_dot_x,
-                                                    hard, target_logit, a.z_loss, a.grad_scales[0],
-                                                    a.grad_scales[1]);
+  const auto row =
+      formulas::cross_entropy_row<acc>(row_state.max, row_state.sum, q_total, q_dot_x, hard,
+                                       target_logit, a.z_loss, a.grad_scales[0], a.grad_scales[1]);
   if (lane == 0) {
     a.row_loss[r] = row.loss;
     if (a.row_z_loss) a.row_z_loss[r] = row.z_loss;

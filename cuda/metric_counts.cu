@@ -100,8 +100,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    regression_moments(const scalar_t* preds, const scalar_t* target, int64_t rows,
-                       int64_t columns, double* partials) {
+    regression_moments(const scalar_t* preds, const scalar_t* target, int64_t rows, int64_t columns,
+                       double* partials) {
   __shared__ double stats[kThreads][kMomentCount];
   for (int64_t d = 0; d < columns; ++d) {
     double n = 0, mean = 0, m2 = 0, sse = 0, sae = 0;
@@ -148,7 +148,8 @@ __global__ void __launch_bounds__(kThreads)
 
 int grid_for(int64_t rows) {
   const int64_t wanted = (rows + kThreads - 1) / kThreads;
-  const int64_t cap = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
+  const int64_t cap =
+      static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
   return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
 }
 

@@ -90,17 +90,19 @@ void launch_for_width(const MarginRows<scalar_t>& a, bool grad) {
 template <typename scalar_t>
 void run(const MultiMarginSpec& spec, const MultiMarginOperands& o) {
   using acc = acc_t<scalar_t>;
-  MarginRows<scalar_t> a{o.input.size(0),
-                         o.input.size(1),
-                         o.input.const_data_ptr<scalar_t>(),
-                         o.target.const_data_ptr<int64_t>(),
-                         o.weight.defined() ? o.weight.const_data_ptr<scalar_t>() : nullptr,
-                         o.row_loss.mutable_data_ptr<acc>(),
-                         o.grad_input.defined() ? o.grad_input.mutable_data_ptr<scalar_t>() : nullptr,
-                         static_cast<acc>(spec.margin),
-                         static_cast<acc>(o.grad_scale)};
+  MarginRows<scalar_t> a{
+      o.input.size(0),
+      o.input.size(1),
+      o.input.const_data_ptr<scalar_t>(),
+      o.target.const_data_ptr<int64_t>(),
+      o.weight.defined() ? o.weight.const_data_ptr<scalar_t>() : nullptr,
+      o.row_loss.mutable_data_ptr<acc>(),
+      o.grad_input.defined() ? o.grad_input.mutable_data_ptr<scalar_t>() : nullptr,
+      static_cast<acc>(spec.margin),
+      static_cast<acc>(o.grad_scale)};
   const bool grad = o.grad_input.defined();
-  spec.p == 2 ? launch_for_width<scalar_t, true>(a, grad) : launch_for_width<scalar_t, false>(a, grad);
+  spec.p == 2 ? launch_for_width<scalar_t, true>(a, grad)
+              : launch_for_width<scalar_t, false>(a, grad);
 }
 
 }  // namespace

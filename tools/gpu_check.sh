@@ -67,5 +67,14 @@ rc=$?; [ $rc -eq 0 ] || failed=1
 say "cross entropy benchmark rc=$rc"
 cp benchmarks/results/cross_entropy_cuda.md benchmarks/results/cross_entropy_cuda.csv "$OUT/" 2>/dev/null
 cat "$OUT/cross_entropy_cuda.md" 2>/dev/null | tee -a "$summary"
+if python3 -c "import torchmetrics" 2>/dev/null; then
+  timeout 60 python3 benchmarks/bench_metrics.py --device cuda >"$OUT/bench_metrics.log" 2>&1
+  rc=$?; [ $rc -eq 0 ] || failed=1
+  say "metrics benchmark rc=$rc"
+  cp benchmarks/results/metrics_cuda.md "$OUT/" 2>/dev/null
+  cat "$OUT/metrics_cuda.md" 2>/dev/null | tee -a "$summary"
+else
+  say "metrics benchmark skipped: torchmetrics is not installed on this machine"
+fi
 say "== done $(date -u), failed=$failed"
 exit $failed

@@ -19,8 +19,7 @@ using ops::OptionalTensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-class LinearCrossEntropyFunction
-    : public torch::autograd::Function<LinearCrossEntropyFunction> {
+class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& linear_weight,
                         const Tensor& target, const OptionalTensor& linear_bias,
@@ -29,18 +28,17 @@ class LinearCrossEntropyFunction
                         std::optional<double> softcap, std::optional<int64_t> chunk_size,
                         bool check_target) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    const ops::LinearCrossEntropyArgs args{ignore_index, reduction,  label_smoothing,
-                                           z_loss,       softcap,    chunk_size,
-                                           check_target};
+    const ops::LinearCrossEntropyArgs args{ignore_index, reduction,  label_smoothing, z_loss,
+                                           softcap,      chunk_size, check_target};
     const bool needs_x = input.requires_grad(), needs_w = linear_weight.requires_grad();
     const bool needs_b = linear_bias.has_value() && linear_bias->requires_grad();
     ctx->saved_data["reduction"] = reduction;
     // Which gradients are wanted, saved as flags: an absent bias has no autograd edge to ask.
     ctx->saved_data["needs"] = std::vector<bool>{needs_x, needs_w, needs_b};
     if (reduction == "none") {
-      auto outputs = ops::linear_cross_entropy_forward(input, linear_weight, target, linear_bias,
-                                                       weight, args, std::nullopt, false, false,
-                                                       false, false);
+      auto outputs =
+          ops::linear_cross_entropy_forward(input, linear_weight, target, linear_bias, weight, args,
+                                            std::nullopt, false, false, false, false);
       // Saved by reference (no copies): backward recomputes the chunks.
       ctx->save_for_backward({input, linear_weight, target, linear_bias.value_or(Tensor()),
                               weight.value_or(Tensor())});
@@ -52,9 +50,9 @@ class LinearCrossEntropyFunction
       return std::get<0>(outputs);
     }
     const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
-    auto [loss, z, gx, gw, gb, divisor] = ops::linear_cross_entropy_forward(
-        input, linear_weight, target, linear_bias, weight, args, std::nullopt, needs_x, needs_w,
-        needs_b, mean_in_grad);
+    auto [loss, z, gx, gw, gb, divisor] =
+        ops::linear_cross_entropy_forward(input, linear_weight, target, linear_bias, weight, args,
+                                          std::nullopt, needs_x, needs_w, needs_b, mean_in_grad);
     ctx->save_for_backward({gx, gw, gb, divisor});
     ctx->saved_data["mean_in_grad"] = mean_in_grad;
     return loss;
@@ -72,11 +70,13 @@ class LinearCrossEntropyFunction
       const auto optional = [](const Tensor& t) {
         return t.defined() ? OptionalTensor(t) : std::nullopt;
       };
-      const ops::LinearCrossEntropyArgs args{
-          ctx->saved_data["ignore_index"].toInt(), "none",
-          ctx->saved_data["label_smoothing"].toDouble(), ctx->saved_data["z_loss"].toDouble(),
-          ctx->saved_data["softcap"].toOptional<double>(),
-          ctx->saved_data["chunk_size"].toOptional<int64_t>(), /*check_target=*/false};
+      const ops::LinearCrossEntropyArgs args{ctx->saved_data["ignore_index"].toInt(),
+                                             "none",
+                                             ctx->saved_data["label_smoothing"].toDouble(),
+                                             ctx->saved_data["z_loss"].toDouble(),
+                                             ctx->saved_data["softcap"].toOptional<double>(),
+                                             ctx->saved_data["chunk_size"].toOptional<int64_t>(),
+                                             /*check_target=*/false};
       auto outputs = ops::linear_cross_entropy_forward(
           saved[0], saved[1], saved[2], optional(saved[3]), optional(saved[4]), args,
           grad_outputs[0], needs[0], needs[1], needs[2], false);

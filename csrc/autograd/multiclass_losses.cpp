@@ -50,16 +50,16 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& target,
                                const OptionalTensor& weight, int64_t ignore_index,
-                               const std::string& reduction, double label_smoothing,
-                               double z_loss, std::optional<double> softcap, bool check_target) {
+                               const std::string& reduction, double label_smoothing, double z_loss,
+                               std::optional<double> softcap, bool check_target) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     const auto dtype = target.is_floating_point()
                            ? c10::promoteTypes(input.scalar_type(), target.scalar_type())
                            : input.scalar_type();
     const bool mean_in_grad = !at::isReducedFloatingType(dtype);
     const bool target_grad = target.requires_grad();  // only probability targets can
-    const ops::CrossEntropyArgs args{ignore_index, reduction, label_smoothing, z_loss, softcap,
-                                     check_target};
+    const ops::CrossEntropyArgs args{ignore_index, reduction, label_smoothing,
+                                     z_loss,       softcap,   check_target};
     auto r = ops::cross_entropy_forward(input, target, weight, args, /*compute_grad=*/true,
                                         target_grad, mean_in_grad);
     ctx->save_for_backward({r.grad_input, r.grad_target, r.grad_divisor});
@@ -86,9 +86,8 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
 
 class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& target,
-                        int64_t p, double margin, const OptionalTensor& weight,
-                        const std::string& reduction) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& target, int64_t p,
+                        double margin, const OptionalTensor& weight, const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
     auto [loss, grad_input, divisor] = ops::multi_margin_loss_forward(
@@ -124,9 +123,9 @@ std::tuple<Tensor, Tensor> cross_entropy_with_gradients(const Tensor& input, con
     auto r = ops::cross_entropy_forward(input, target, weight, args, false, false, false);
     return {r.loss, r.z_loss};
   }
-  auto outputs = CrossEntropyFunction::apply(
-      input, target, weight, args.ignore_index, std::string(args.reduction),
-      args.label_smoothing, args.z_loss, args.softcap, args.check_target);
+  auto outputs = CrossEntropyFunction::apply(input, target, weight, args.ignore_index,
+                                             std::string(args.reduction), args.label_smoothing,
+                                             args.z_loss, args.softcap, args.check_target);
   return {outputs[0], outputs[1]};
 }
 
@@ -136,8 +135,8 @@ Tensor multi_margin_with_gradients(const Tensor& input, const Tensor& target, in
   refuse_weight_gradient("multi_margin_loss", weight);
   if (!at::GradMode::is_enabled() || !input.requires_grad()) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return std::get<0>(ops::multi_margin_loss_forward(input, target, p, margin, weight, reduction,
-                                                      false, false));
+    return std::get<0>(
+        ops::multi_margin_loss_forward(input, target, p, margin, weight, reduction, false, false));
   }
   return MultiMarginFunction::apply(input, target, p, margin, weight, std::string(reduction));
 }

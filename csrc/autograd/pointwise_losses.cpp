@@ -7,11 +7,11 @@
 
 #include "ops/pointwise_losses.h"
 
-#include "autograd/saved_gradient.h"
-
 #include <ATen/ExpandUtils.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
+
+#include "autograd/saved_gradient.h"
 
 namespace fusedloss {
 namespace autograd {

@@ -8,8 +8,6 @@
 // sweeps. Per-row results go to row_loss; the op layer sums rows in order, so the loss is the
 // same for any thread count.
 
-#include "cpu/vector_math.h"  // first: SIMD declarations of exp/log/tanh before any other use
-
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -18,6 +16,7 @@
 
 #include "cpu/element_convert.h"
 #include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES
+#include "cpu/vector_math.h"       // first: SIMD declarations of exp/log/tanh before any other use
 #include "kernels/multiclass_loss.h"
 
 namespace fusedloss {
@@ -125,7 +124,8 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
       if constexpr (kSpread) {
         gc -= (kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c]) * row.q_scale;
       }
-      if constexpr (kCap) gc *= softcap_slope(cap * formulas::tanh_of(load_as_acc(x[c]) / cap), cap);
+      if constexpr (kCap)
+        gc *= softcap_slope(cap * formulas::tanh_of(load_as_acc(x[c]) / cap), cap);
       g[c] = store_from_acc<scalar_t>(gc);
     }
     if constexpr (!kProb) {
@@ -144,8 +144,7 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
 }
 
 template <typename scalar_t, bool kProb, bool kCap>
-void rows_range_dispatch(const Rows<scalar_t>& a, int64_t begin, int64_t end,
-                         acc_t<scalar_t>* e) {
+void rows_range_dispatch(const Rows<scalar_t>& a, int64_t begin, int64_t end, acc_t<scalar_t>* e) {
   const bool spread = kProb || a.smoothing != 0;
   if (a.grad_input) {
     spread ? rows_range<scalar_t, kProb, kCap, true, true>(a, begin, end, e)

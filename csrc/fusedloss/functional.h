@@ -162,7 +162,7 @@ inline at::Tensor hinge_loss(const at::Tensor& input, const at::Tensor& target,
 
 // What fusedloss adds to torch's CrossEntropyLossOptions (defaults: torch's behaviour).
 struct CrossEntropyExtras {
-  TORCH_ARG(double, z_loss) = 0.0;                   // + z_loss * logsumexp^2 per row
+  TORCH_ARG(double, z_loss) = 0.0;                           // + z_loss * logsumexp^2 per row
   TORCH_ARG(std::optional<double>, softcap) = std::nullopt;  // logits -> softcap tanh(x / softcap)
   TORCH_ARG(bool, check_target) = true;  // false: no range check (on CUDA, no synchronization)
 };
@@ -183,11 +183,10 @@ inline at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& targe
                                 const CrossEntropyExtras& extras = {}) {
   static const auto handle =
       detail::op<detail::CrossEntropySignature>("fusedloss::cross_entropy_with_z_loss");
-  return std::get<0>(handle.call(input, target, detail::optional(options.weight()),
-                                 options.ignore_index(),
-                                 detail::reduction_name(options.reduction()),
-                                 options.label_smoothing(), extras.z_loss(), extras.softcap(),
-                                 extras.check_target()));
+  return std::get<0>(
+      handle.call(input, target, detail::optional(options.weight()), options.ignore_index(),
+                  detail::reduction_name(options.reduction()), options.label_smoothing(),
+                  extras.z_loss(), extras.softcap(), extras.check_target()));
 }
 
 // The loss and its z-loss part (already in the loss; no gradient of its own), for logging.

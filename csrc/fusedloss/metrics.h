@@ -23,9 +23,10 @@ c10::TypedOperatorHandle<Signature> op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Signature>();
 }
 
-using CountsOp = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, c10::string_view, int64_t, double, int64_t,
-    std::optional<int64_t>);
+using CountsOp = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                const at::Tensor&, c10::string_view,
+                                                                int64_t, double, int64_t,
+                                                                std::optional<int64_t>);
 using MetricOp = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             c10::string_view, c10::string_view, c10::string_view, double, double,
                             int64_t);
@@ -71,8 +72,8 @@ class ClassificationMetrics {
     TORCH_CHECK(confusion_.defined(), "fusedloss::metrics: compute() before any update()");
     const bool f1 = metric == "f1";
     return compute.call(confusion_, hits_, invalid_, f1 ? "fbeta" : metric, task_,
-                        options_.average(), f1 ? 1.0 : options_.beta(),
-                        options_.zero_division(), metric == "accuracy" ? options_.top_k() : 1);
+                        options_.average(), f1 ? 1.0 : options_.beta(), options_.zero_division(),
+                        metric == "accuracy" ? options_.top_k() : 1);
   }
 
   void reset() { confusion_ = hits_ = invalid_ = at::Tensor(); }
@@ -147,9 +148,8 @@ inline at::Tensor precision(const at::Tensor& preds, const at::Tensor& target,
                             ClassificationOptions options = {}) {
   return classification("precision", preds, target, task, num_classes, std::move(options));
 }
-inline at::Tensor recall(const at::Tensor& preds, const at::Tensor& target,
-                         const std::string& task, int64_t num_classes = 2,
-                         ClassificationOptions options = {}) {
+inline at::Tensor recall(const at::Tensor& preds, const at::Tensor& target, const std::string& task,
+                         int64_t num_classes = 2, ClassificationOptions options = {}) {
   return classification("recall", preds, target, task, num_classes, std::move(options));
 }
 inline at::Tensor f1_score(const at::Tensor& preds, const at::Tensor& target,
@@ -165,8 +165,7 @@ inline at::Tensor fbeta_score(const at::Tensor& preds, const at::Tensor& target,
 inline at::Tensor confusion_matrix(const at::Tensor& preds, const at::Tensor& target,
                                    const std::string& task, int64_t num_classes = 2,
                                    ClassificationOptions options = {}) {
-  return classification("confusion_matrix", preds, target, task, num_classes,
-                        std::move(options));
+  return classification("confusion_matrix", preds, target, task, num_classes, std::move(options));
 }
 inline at::Tensor stat_scores(const at::Tensor& preds, const at::Tensor& target,
                               const std::string& task, int64_t num_classes = 2,
@@ -184,8 +183,8 @@ inline at::Tensor regression(const std::string& metric, const at::Tensor& preds,
 // MSE and MAE are over all elements (torchmetrics' num_outputs = 1).
 inline at::Tensor mean_squared_error(const at::Tensor& preds, const at::Tensor& target,
                                      bool squared = true) {
-  return regression(squared ? "mean_squared_error" : "root_mean_squared_error",
-                    preds.reshape({-1}), target.reshape({-1}));
+  return regression(squared ? "mean_squared_error" : "root_mean_squared_error", preds.reshape({-1}),
+                    target.reshape({-1}));
 }
 inline at::Tensor mean_absolute_error(const at::Tensor& preds, const at::Tensor& target) {
   return regression("mean_absolute_error", preds.reshape({-1}), target.reshape({-1}));

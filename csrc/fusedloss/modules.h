@@ -96,9 +96,9 @@ class LinearCrossEntropyLossImpl : public torch::nn::Cloneable<LinearCrossEntrop
   }
   void reset() override {
     linear = register_module(
-        "linear", torch::nn::Linear(torch::nn::LinearOptions(options.in_features(),
-                                                             options.num_classes())
-                                        .bias(options.bias())));
+        "linear",
+        torch::nn::Linear(torch::nn::LinearOptions(options.in_features(), options.num_classes())
+                              .bias(options.bias())));
   }
   void pretty_print(std::ostream& stream) const override {
     stream << "fusedloss::nn::LinearCrossEntropyLoss(in_features=" << options.in_features()

@@ -33,9 +33,9 @@ struct ClassificationCounts {
   // reading 0 = scores as probabilities, 1 = as logits (sigmoid first): the op layer picks one
   // per batch on the device, as torchmetrics does, without reading anything back.
   at::Tensor confusion;
-  at::Tensor top_k_hits;      // multiclass: (C) per target class, rank of the target < top_k
-  at::Tensor invalid;         // (): labels outside [0, C) (targets, or predicted labels)
-  at::Tensor outside_unit;    // (): binary scores outside [0, 1] (or NaN): the batch is logits
+  at::Tensor top_k_hits;    // multiclass: (C) per target class, rank of the target < top_k
+  at::Tensor invalid;       // (): labels outside [0, C) (targets, or predicted labels)
+  at::Tensor outside_unit;  // (): binary scores outside [0, 1] (or NaN): the batch is logits
 };
 
 // Per output column of a regression batch, what the metrics need, in float64: count, mean and

@@ -119,8 +119,7 @@ struct SoftmaxState {
     }
   }
   C10_HOST_DEVICE void finish() {
-    if (!(max > -std::numeric_limits<T>::infinity() &&
-          max < std::numeric_limits<T>::infinity())) {
+    if (!(max > -std::numeric_limits<T>::infinity() && max < std::numeric_limits<T>::infinity())) {
       sum = std::numeric_limits<T>::quiet_NaN();
     }
   }

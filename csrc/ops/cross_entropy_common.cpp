@@ -37,8 +37,8 @@ void check_cross_entropy_options(c10::string_view op, double label_smoothing, do
               ": label_smoothing must be between 0.0 and 1.0, got ", label_smoothing);
   TORCH_CHECK_VALUE(z_loss >= 0 && std::isfinite(z_loss), "fusedloss.", op,
                     ": z_loss must be a finite number >= 0, got ", z_loss);
-  TORCH_CHECK_VALUE(!softcap.has_value() || (*softcap > 0 && std::isfinite(*softcap)),
-                    "fusedloss.", op, ": softcap must be a finite number > 0 (or None), got ",
+  TORCH_CHECK_VALUE(!softcap.has_value() || (*softcap > 0 && std::isfinite(*softcap)), "fusedloss.",
+                    op, ": softcap must be a finite number > 0 (or None), got ",
                     softcap.value_or(0));
 }
 
@@ -70,9 +70,8 @@ at::Tensor class_target_weights(const at::Tensor& t, const std::optional<at::Ten
 }
 
 MeanDenominators class_index_denominators(const at::Tensor& t,
-                                          const std::optional<at::Tensor>& weight,
-                                          int64_t classes, int64_t ignore_index,
-                                          at::ScalarType acc_dtype) {
+                                          const std::optional<at::Tensor>& weight, int64_t classes,
+                                          int64_t ignore_index, at::ScalarType acc_dtype) {
   return {class_target_weights(t, weight, classes, ignore_index, acc_dtype).sum(),
           t.ne(ignore_index).sum().to(acc_dtype)};
 }
@@ -92,9 +91,8 @@ ReducedLoss reduce_rows(const at::Tensor& row_loss, const at::Tensor& row_z_loss
   const bool has_z = row_z_loss.defined();
   if (reduction == at::Reduction::None) {
     const at::Tensor loss = has_z ? row_loss.add(row_z_loss) : row_loss;
-    return {loss.to(dtype).view(shape),
-            has_z ? row_z_loss.to(dtype).view(shape)
-                  : at::zeros(shape, row_loss.options().dtype(dtype))};
+    return {loss.to(dtype).view(shape), has_z ? row_z_loss.to(dtype).view(shape)
+                                              : at::zeros(shape, row_loss.options().dtype(dtype))};
   }
   at::Tensor loss = row_loss.sum(at::kDouble);
   at::Tensor z = has_z ? row_z_loss.sum(at::kDouble) : at::zeros({}, loss.options());

@@ -41,9 +41,8 @@ struct MeanDenominators {
   at::Tensor total_weight, valid_count;
 };
 MeanDenominators class_index_denominators(const at::Tensor& t,
-                                          const std::optional<at::Tensor>& weight,
-                                          int64_t classes, int64_t ignore_index,
-                                          at::ScalarType acc_dtype);
+                                          const std::optional<at::Tensor>& weight, int64_t classes,
+                                          int64_t ignore_index, at::ScalarType acc_dtype);
 
 // The (2) factors of the loss and z-loss terms the row engine folds into the gradient: the
 // 1/denominators for a 'mean' with mean_in_grad; for a 'mean' without, 1 and W/n (backward then

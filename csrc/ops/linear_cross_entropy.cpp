@@ -9,6 +9,8 @@
 // by grad_output); with 'none' they depend on a per-row grad_output, so backward runs the chunks
 // again with row_grad_scale.
 
+#include "ops/linear_cross_entropy.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
@@ -21,7 +23,6 @@
 
 #include "kernels/multiclass_loss.h"
 #include "ops/cross_entropy_common.h"
-#include "ops/linear_cross_entropy.h"
 
 namespace fusedloss {
 namespace ops {
@@ -30,9 +31,11 @@ namespace {
 constexpr c10::string_view kOp = "linear_cross_entropy";
 
 // Checks shapes, dtypes and devices; returns (rows N, hidden H, vocabulary V).
-std::tuple<c10::SymInt, c10::SymInt, c10::SymInt> check_problem(
-    const Tensor& input, const Tensor& linear_weight, const Tensor& target,
-    const OptionalTensor& linear_bias, const OptionalTensor& weight) {
+std::tuple<c10::SymInt, c10::SymInt, c10::SymInt> check_problem(const Tensor& input,
+                                                                const Tensor& linear_weight,
+                                                                const Tensor& target,
+                                                                const OptionalTensor& linear_bias,
+                                                                const OptionalTensor& weight) {
   TORCH_CHECK(input.dim() >= 1, "fusedloss.", kOp,
               ": input must be (N, H) or (B, T, H) (any leading dimensions), got a 0-d tensor");
   TORCH_CHECK(linear_weight.dim() == 2, "fusedloss.", kOp,
@@ -48,19 +51,18 @@ std::tuple<c10::SymInt, c10::SymInt, c10::SymInt> check_problem(
   TORCH_CHECK(linear_weight.scalar_type() == input.scalar_type(), "fusedloss.", kOp,
               ": linear_weight must have the input's dtype (", input.scalar_type(), "), got ",
               linear_weight.scalar_type());
-  TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kByte,
-              "fusedloss.", kOp, ": target must hold int64 (or uint8) class indices, got ",
-              target.scalar_type());
+  TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kByte, "fusedloss.",
+              kOp, ": target must hold int64 (or uint8) class indices, got ", target.scalar_type());
   const auto leading = input.sym_sizes().slice(0, input.dim() - 1);
   TORCH_CHECK(target.sym_sizes() == leading, "fusedloss.", kOp, ": target of shape ",
               target.sym_sizes(), " does not match input of shape ", input.sym_sizes(),
               "; expected target shape ", leading);
-  for (const auto& [name, tensor] : {std::pair{"target", &target}, {"linear_weight", &linear_weight}}) {
+  for (const auto& [name, tensor] :
+       {std::pair{"target", &target}, {"linear_weight", &linear_weight}}) {
     TORCH_CHECK(tensor->device() == input.device(), "fusedloss.", kOp, ": ", name,
                 " must be on the device of input (", input.device(), "), got ", tensor->device());
   }
-  for (const auto& [name, tensor] :
-       {std::pair{"linear_bias", &linear_bias}, {"weight", &weight}}) {
+  for (const auto& [name, tensor] : {std::pair{"linear_bias", &linear_bias}, {"weight", &weight}}) {
     if (!tensor->has_value()) continue;
     const Tensor& t = **tensor;
     TORCH_CHECK(t.dim() == 1 && t.sym_size(0) == vocab, "fusedloss.", kOp, ": ", name,
@@ -89,7 +91,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   check_problem(input, linear_weight, target, linear_bias, weight);
   TORCH_CHECK_VALUE(!chunk_size.has_value() || *chunk_size > 0, "fusedloss.", kOp,
                     ": chunk_size must be positive (or None), got ", chunk_size.value_or(0));
-  TORCH_CHECK(!grad_bias || linear_bias.has_value(), "fusedloss._linear_cross_entropy: "
+  TORCH_CHECK(!grad_bias || linear_bias.has_value(),
+              "fusedloss._linear_cross_entropy: "
               "grad_bias without a bias");
   const int64_t rows = target.numel(), hidden = input.size(-1), vocab = linear_weight.size(0);
   const auto dtype = input.scalar_type();
@@ -127,14 +130,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   Tensor gw = grad_weight ? at::zeros({vocab, hidden}, param_acc) : Tensor();
   Tensor gb = grad_bias ? at::zeros({vocab}, param_acc) : Tensor();
 
-  const int64_t chunk = std::min<int64_t>(
-      std::max<int64_t>(rows, 1), chunk_size.value_or(default_chunk_rows(vocab, dtype)));
+  const int64_t chunk = std::min<int64_t>(std::max<int64_t>(rows, 1),
+                                          chunk_size.value_or(default_chunk_rows(vocab, dtype)));
   const Tensor weight_t = linear_weight.t();
   for (int64_t start = 0; start < rows; start += chunk) {
     const int64_t len = std::min(chunk, rows - start);
     const Tensor xc = x.narrow(0, start, len);
-    Tensor logits = linear_bias.has_value() ? at::addmm(*linear_bias, xc, weight_t)
-                                            : at::mm(xc, weight_t);
+    Tensor logits =
+        linear_bias.has_value() ? at::addmm(*linear_bias, xc, weight_t) : at::mm(xc, weight_t);
     o.logits = logits;
     o.target = t.narrow(0, start, len);
     o.row_loss = row_loss.narrow(0, start, len);

@@ -6,10 +6,10 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones_like.h>
-#include <ATen/ops/zeros_like.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include "kernels/metric_counts.h"
@@ -39,53 +39,67 @@ ClassificationSpec check_classification(const Tensor& preds, const Tensor& targe
   constexpr c10::string_view op = "classification update";
   ClassificationSpec spec;
   spec.binary = is_binary_task(op, task);
-  TORCH_CHECK(preds.device() == target.device(), "fusedloss.metrics: preds and target must be on "
-              "the same device, got preds on ", preds.device(), " and target on ",
-              target.device());
-  TORCH_CHECK_VALUE(is_integral_labels(target), "fusedloss.metrics: target must hold integer "
-                    "class labels, got ", target.scalar_type(),
-                    " (a float target is not a class index)");
+  TORCH_CHECK(preds.device() == target.device(),
+              "fusedloss.metrics: preds and target must be on "
+              "the same device, got preds on ",
+              preds.device(), " and target on ", target.device());
+  TORCH_CHECK_VALUE(is_integral_labels(target),
+                    "fusedloss.metrics: target must hold integer "
+                    "class labels, got ",
+                    target.scalar_type(), " (a float target is not a class index)");
   spec.has_ignore_index = ignore_index.has_value();
   spec.ignore_index = ignore_index.value_or(0);
   spec.threshold = threshold;
   spec.top_k = top_k;
   const bool scores = preds.is_floating_point();
-  TORCH_CHECK_VALUE(scores || is_integral_labels(preds), "fusedloss.metrics: preds must be "
-                    "floating scores or integer labels, got ", preds.scalar_type());
-  TORCH_CHECK_VALUE(!scores || is_supported_dtype(preds.scalar_type()), "fusedloss.metrics: "
+  TORCH_CHECK_VALUE(scores || is_integral_labels(preds),
+                    "fusedloss.metrics: preds must be "
+                    "floating scores or integer labels, got ",
+                    preds.scalar_type());
+  TORCH_CHECK_VALUE(!scores || is_supported_dtype(preds.scalar_type()),
+                    "fusedloss.metrics: "
                     "float preds must be float32, float64, float16 or bfloat16, got ",
                     preds.scalar_type());
   spec.preds = scores ? PredictionKind::Scores : PredictionKind::Labels;
   if (spec.binary) {
     spec.num_classes = 2;
-    TORCH_CHECK_VALUE(preds.sym_sizes() == target.sym_sizes(), "fusedloss.metrics: binary preds "
-                      "of shape ", preds.sym_sizes(), " must have the shape of target ",
-                      target.sym_sizes());
+    TORCH_CHECK_VALUE(preds.sym_sizes() == target.sym_sizes(),
+                      "fusedloss.metrics: binary preds "
+                      "of shape ",
+                      preds.sym_sizes(), " must have the shape of target ", target.sym_sizes());
     TORCH_CHECK_VALUE(top_k == 1, "fusedloss.metrics: top_k applies to multiclass tasks only");
-    TORCH_CHECK_VALUE(threshold >= 0 && threshold <= 1, "fusedloss.metrics: threshold must be in "
-                      "[0, 1], got ", threshold);
+    TORCH_CHECK_VALUE(threshold >= 0 && threshold <= 1,
+                      "fusedloss.metrics: threshold must be in "
+                      "[0, 1], got ",
+                      threshold);
     return spec;
   }
   TORCH_CHECK_VALUE(num_classes >= 2, "fusedloss.metrics: multiclass needs num_classes >= 2, got ",
                     num_classes);
   spec.num_classes = num_classes;
   if (scores) {
-    TORCH_CHECK_VALUE(preds.dim() == target.dim() + 1 && preds.dim() >= 2 &&
-                          preds.sym_size(1) == num_classes,
-                      "fusedloss.metrics: multiclass float preds must be scores (N, C, ...) "
-                      "with C = num_classes (", num_classes, ") and target (N, ...); got preds ",
-                      preds.sym_sizes(), " and target ", target.sym_sizes());
+    TORCH_CHECK_VALUE(
+        preds.dim() == target.dim() + 1 && preds.dim() >= 2 && preds.sym_size(1) == num_classes,
+        "fusedloss.metrics: multiclass float preds must be scores (N, C, ...) "
+        "with C = num_classes (",
+        num_classes, ") and target (N, ...); got preds ", preds.sym_sizes(), " and target ",
+        target.sym_sizes());
     c10::SymDimVector expected(preds.sym_sizes().begin(), preds.sym_sizes().end());
     expected.erase(expected.begin() + 1);
-    TORCH_CHECK_VALUE(target.sym_sizes() == c10::SymIntArrayRef(expected), "fusedloss.metrics: "
-                      "target of shape ", target.sym_sizes(), " does not match preds of shape ",
-                      preds.sym_sizes(), "; expected ", c10::SymIntArrayRef(expected));
-    TORCH_CHECK_VALUE(top_k >= 1 && top_k <= num_classes, "fusedloss.metrics: top_k must be in "
-                      "[1, num_classes], got ", top_k);
+    TORCH_CHECK_VALUE(target.sym_sizes() == c10::SymIntArrayRef(expected),
+                      "fusedloss.metrics: "
+                      "target of shape ",
+                      target.sym_sizes(), " does not match preds of shape ", preds.sym_sizes(),
+                      "; expected ", c10::SymIntArrayRef(expected));
+    TORCH_CHECK_VALUE(top_k >= 1 && top_k <= num_classes,
+                      "fusedloss.metrics: top_k must be in "
+                      "[1, num_classes], got ",
+                      top_k);
   } else {
-    TORCH_CHECK_VALUE(preds.sym_sizes() == target.sym_sizes(), "fusedloss.metrics: label preds "
-                      "of shape ", preds.sym_sizes(), " must have the shape of target ",
-                      target.sym_sizes());
+    TORCH_CHECK_VALUE(preds.sym_sizes() == target.sym_sizes(),
+                      "fusedloss.metrics: label preds "
+                      "of shape ",
+                      preds.sym_sizes(), " must have the shape of target ", target.sym_sizes());
     TORCH_CHECK_VALUE(top_k == 1, "fusedloss.metrics: top_k > 1 needs score preds (N, C)");
   }
   return spec;
@@ -178,15 +192,14 @@ Tensor average_classes(const Tensor& score, c10::string_view average, const Tens
 }
 
 Tensor classification_metric(const Tensor& confusion, const Tensor& top_k_hits,
-                             const Tensor& invalid, c10::string_view metric,
-                             c10::string_view task, c10::string_view average, double beta,
-                             double zero_division, int64_t top_k) {
+                             const Tensor& invalid, c10::string_view metric, c10::string_view task,
+                             c10::string_view average, double beta, double zero_division,
+                             int64_t top_k) {
   const bool binary = is_binary_task(metric, task);
-  TORCH_CHECK_VALUE(average == "micro" || average == "macro" || average == "weighted" ||
-                        average == "none",
-                    "fusedloss.metrics.", metric,
-                    ": average must be 'micro', 'macro', 'weighted' or 'none', got '", average,
-                    "'");
+  TORCH_CHECK_VALUE(
+      average == "micro" || average == "macro" || average == "weighted" || average == "none",
+      "fusedloss.metrics.", metric,
+      ": average must be 'micro', 'macro', 'weighted' or 'none', got '", average, "'");
   // Reading the count synchronizes a GPU: compute() is where a number is produced anyway.
   const int64_t bad = invalid.item<int64_t>();
   TORCH_CHECK_VALUE(bad == 0, "fusedloss.metrics.", metric, ": ", bad,
@@ -256,8 +269,8 @@ Tensor merge_moments(const Tensor& parts) {
   const Tensor n_i = parts.select(-1, kCount), mean_i = parts.select(-1, kTargetMean);
   const Tensor n = n_i.sum(0);
   const Tensor mean = safe_divide(n_i.mul(mean_i).sum(0), n, 0.0);
-  const Tensor m2 = parts.select(-1, kTargetM2).sum(0).add(
-      n_i.mul(mean_i.sub(mean.unsqueeze(0)).pow(2)).sum(0));
+  const Tensor m2 =
+      parts.select(-1, kTargetM2).sum(0).add(n_i.mul(mean_i.sub(mean.unsqueeze(0)).pow(2)).sum(0));
   return at::stack({n, mean, m2, parts.select(-1, kSquaredError).sum(0),
                     parts.select(-1, kAbsoluteError).sum(0)},
                    -1);
@@ -267,10 +280,14 @@ void check_regression(const Tensor& preds, const Tensor& target) {
   TORCH_CHECK_VALUE(preds.sym_sizes() == target.sym_sizes(), "fusedloss.metrics: preds of shape ",
                     preds.sym_sizes(), " and target of shape ", target.sym_sizes(),
                     " must have the same shape");
-  TORCH_CHECK_VALUE(preds.dim() == 1 || preds.dim() == 2, "fusedloss.metrics: regression preds "
-                    "and target must be (N) or (N, outputs), got ", preds.sym_sizes());
-  TORCH_CHECK(preds.device() == target.device(), "fusedloss.metrics: preds and target must be on "
-              "the same device, got ", preds.device(), " and ", target.device());
+  TORCH_CHECK_VALUE(preds.dim() == 1 || preds.dim() == 2,
+                    "fusedloss.metrics: regression preds "
+                    "and target must be (N) or (N, outputs), got ",
+                    preds.sym_sizes());
+  TORCH_CHECK(preds.device() == target.device(),
+              "fusedloss.metrics: preds and target must be on "
+              "the same device, got ",
+              preds.device(), " and ", target.device());
   TORCH_CHECK_VALUE(preds.is_floating_point() && target.is_floating_point(),
                     "fusedloss.metrics: regression preds and target must be floating point, got ",
                     preds.scalar_type(), " and ", target.scalar_type());
@@ -308,8 +325,8 @@ Tensor regression_metric(const Tensor& moments, c10::string_view metric, int64_t
   const Tensor n = moments.select(-1, kCount);
   if (metric == "mean_squared_error" || metric == "root_mean_squared_error" ||
       metric == "mean_absolute_error") {
-    const Tensor sum = moments.select(-1, metric == "mean_absolute_error" ? kAbsoluteError
-                                                                           : kSquaredError);
+    const Tensor sum =
+        moments.select(-1, metric == "mean_absolute_error" ? kAbsoluteError : kSquaredError);
     Tensor value = sum.sum().div(n.sum());  // over all elements, as torchmetrics' num_outputs=1
     if (metric == "root_mean_squared_error") value = value.sqrt();
     return value.to(at::kFloat);
@@ -332,9 +349,11 @@ Tensor regression_metric(const Tensor& moments, c10::string_view metric, int64_t
   } else if (multioutput == "uniform_average") {
     r2 = raw.mean();
   } else {
-    TORCH_CHECK_VALUE(multioutput == "variance_weighted", "fusedloss.metrics.r2_score: "
+    TORCH_CHECK_VALUE(multioutput == "variance_weighted",
+                      "fusedloss.metrics.r2_score: "
                       "multioutput must be 'raw_values', 'uniform_average' or "
-                      "'variance_weighted', got '", multioutput, "'");
+                      "'variance_weighted', got '",
+                      multioutput, "'");
     r2 = tss.div(tss.sum()).mul(raw).sum();
   }
   if (adjusted != 0) {
@@ -342,8 +361,11 @@ Tensor regression_metric(const Tensor& moments, c10::string_view metric, int64_t
       TORCH_WARN("fusedloss.metrics.r2_score: adjusted=", adjusted, " needs more than ",
                  adjusted + 1, " samples (got ", count, "); returning the plain r2 score");
     } else {
-      r2 = r2.neg().add(1).mul(static_cast<double>(count - 1) /
-                               static_cast<double>(count - adjusted - 1)).neg().add(1);
+      r2 = r2.neg()
+               .add(1)
+               .mul(static_cast<double>(count - 1) / static_cast<double>(count - adjusted - 1))
+               .neg()
+               .add(1);
     }
   }
   return r2.to(at::kFloat);
@@ -381,7 +403,7 @@ TORCH_LIBRARY_IMPL(fusedloss, CPU, m) {
          TORCH_FN(ops::classification_counts_on_device<cpu::classification_counts_kernel>));
   m.impl("_regression_moments",
          TORCH_FN((ops::regression_moments_on_device<cpu::regression_moments_kernel,
-                                                      cpu::regression_partitions>)));
+                                                     cpu::regression_partitions>)));
 }
 
 #ifdef FUSEDLOSS_WITH_CUDA
@@ -391,7 +413,7 @@ TORCH_LIBRARY_IMPL(fusedloss, CUDA, m) {
          TORCH_FN(ops::classification_counts_on_device<cuda::classification_counts_kernel>));
   m.impl("_regression_moments",
          TORCH_FN((ops::regression_moments_on_device<cuda::regression_moments_kernel,
-                                                       cuda::regression_partitions>)));
+                                                     cuda::regression_partitions>)));
 }
 #endif
 

@@ -65,19 +65,18 @@ ClassProblem check_class_problem(c10::string_view op, const Tensor& input, const
                 ": ignore_index is not supported for probability (floating point) targets, got ",
                 ignore_index);
   } else {
-    TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kByte,
-                "fusedloss.", op,
-                ": class-index target must be int64 (or uint8), as in torch; got ",
-                target.scalar_type(),
-                allow_probabilities ? " (a floating target must have the input's shape)" : "");
+    TORCH_CHECK(
+        target.scalar_type() == at::kLong || target.scalar_type() == at::kByte, "fusedloss.", op,
+        ": class-index target must be int64 (or uint8), as in torch; got ", target.scalar_type(),
+        allow_probabilities ? " (a floating target must have the input's shape)" : "");
     if (input.dim() >= 2 && target.dim() >= 1) {
       TORCH_CHECK_VALUE(sizes[0] == target.sym_sizes()[0], "fusedloss.", op,
-                        ": expected input batch_size (", sizes[0],
-                        ") to match target batch_size (", target.sym_sizes()[0], ")");
+                        ": expected input batch_size (", sizes[0], ") to match target batch_size (",
+                        target.sym_sizes()[0], ")");
     }
     TORCH_CHECK(target.sym_sizes() == c10::SymIntArrayRef(p.loss_shape), "fusedloss.", op,
-                ": target of shape ", target.sym_sizes(), " does not match input of shape ",
-                sizes, "; expected target shape ", c10::SymIntArrayRef(p.loss_shape),
+                ": target of shape ", target.sym_sizes(), " does not match input of shape ", sizes,
+                "; expected target shape ", c10::SymIntArrayRef(p.loss_shape),
                 " (the input's without the class dimension ", p.class_dim, ")");
   }
   if (weight.has_value()) {
@@ -89,8 +88,7 @@ ClassProblem check_class_problem(c10::string_view op, const Tensor& input, const
                 ": weight must have the input's dtype (", input.scalar_type(), "), got ",
                 w.scalar_type());
     TORCH_CHECK(w.device() == input.device(), "fusedloss.", op,
-                ": weight must be on the device of input (", input.device(), "), got ",
-                w.device());
+                ": weight must be on the device of input (", input.device(), "), got ", w.device());
   }
   return p;
 }
@@ -163,8 +161,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cross_entropy_on_device(
   } else {
     o.target = checked_class_targets(op, target, C, ignore_index, check_target);
     if (reduction == at::Reduction::Mean) {
-      d = class_index_denominators(o.target, weight, C, ignore_index,
-                                   accumulation_dtype(dtype));
+      d = class_index_denominators(o.target, weight, C, ignore_index, accumulation_dtype(dtype));
     }
   }
   const bool mean = reduction == at::Reduction::Mean;
@@ -255,16 +252,15 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const OptionalTensor&
   static auto class_targets = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("fusedloss::_class_target_weights", "")
                                   .typed<decltype(class_targets_on_device)>();
-  const auto [row_weight, safe_target] =
-      class_targets.call(target, weight, input.sym_size(problem.class_dim).guard_int(__FILE__,
-                                                                                     __LINE__),
-                         ignore_index, check_target, "nll_loss", input.scalar_type());
+  const auto [row_weight, safe_target] = class_targets.call(
+      target, weight, input.sym_size(problem.class_dim).guard_int(__FILE__, __LINE__), ignore_index,
+      check_target, "nll_loss", input.scalar_type());
   const Tensor picked = problem.class_dim == 0
                             ? input.gather(0, safe_target.unsqueeze(0)).squeeze(0)
                             : input.gather(1, safe_target.unsqueeze(1)).squeeze(1);
   // Ignored rows give 0 even where the input is not finite (0 * inf would be NaN).
-  const Tensor loss = at::where(row_weight.eq(0), at::zeros({}, input.options()),
-                                picked.neg().mul(row_weight));
+  const Tensor loss =
+      at::where(row_weight.eq(0), at::zeros({}, input.options()), picked.neg().mul(row_weight));
   if (reduction == at::Reduction::None) return loss;
   if (reduction == at::Reduction::Sum) return loss.sum();
   return loss.sum().div(row_weight.sum());  // 0 / 0 = NaN when every target is ignored, as torch
@@ -314,9 +310,11 @@ using MultiMarginEngine = void (*)(const MultiMarginSpec&, const MultiMarginOper
 // Returns (loss, grad_input, grad_divisor): backward divides grad_output by grad_divisor (the
 // row count for a 'mean' whose 1/N is not folded into grad_input, else 1).
 template <MultiMarginEngine engine>
-std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(
-    const Tensor& input, const Tensor& target, const OptionalTensor& weight, int64_t p,
-    double margin, c10::string_view reduction_name, bool compute_grad, bool mean_in_grad) {
+std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(const Tensor& input, const Tensor& target,
+                                                          const OptionalTensor& weight, int64_t p,
+                                                          double margin,
+                                                          c10::string_view reduction_name,
+                                                          bool compute_grad, bool mean_in_grad) {
   const auto reduction = parse_reduction("multi_margin_loss", reduction_name);
   check_margin_problem(input, target, p, margin, weight);
   const int64_t rows = input.dim() == 1 ? 1 : input.size(0), classes = input.size(-1);
@@ -328,8 +326,7 @@ std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(
   if (bad.any().item<bool>()) {
     const int64_t at = bad.nonzero().select(1, 0)[0].item<int64_t>();
     TORCH_CHECK(false, "fusedloss.multi_margin_loss: target ", o.target[at].item<int64_t>(),
-                " is out of range: expected a class in [0, ", classes, "); found at position ",
-                at);
+                " is out of range: expected a class in [0, ", classes, "); found at position ", at);
   }
   if (weight.has_value()) o.weight = weight->contiguous();
   const auto acc_options = input.options().dtype(accumulation_dtype(input.scalar_type()));
@@ -347,19 +344,18 @@ std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(
     if (mean) total = total.div(static_cast<double>(rows));
     loss = total.to(input.scalar_type());
   }
-  return {loss,
-          compute_grad ? o.grad_input.view(input.sizes()) : at::empty({0}, input.options()),
+  return {loss, compute_grad ? o.grad_input.view(input.sizes()) : at::empty({0}, input.options()),
           at::full({}, mean && !mean_in_grad ? static_cast<double>(rows) : 1.0, acc_options)};
 }
 
-std::tuple<Tensor, Tensor, Tensor> multi_margin_meta(
-    const Tensor& input, const Tensor& target, const OptionalTensor& weight, int64_t p,
-    double margin, c10::string_view reduction_name, bool compute_grad, bool /*mean_in_grad*/) {
+std::tuple<Tensor, Tensor, Tensor> multi_margin_meta(const Tensor& input, const Tensor& target,
+                                                     const OptionalTensor& weight, int64_t p,
+                                                     double margin, c10::string_view reduction_name,
+                                                     bool compute_grad, bool /*mean_in_grad*/) {
   const auto reduction = parse_reduction("multi_margin_loss", reduction_name);
   check_margin_problem(input, target, p, margin, weight);
-  return {reduction == at::Reduction::None
-              ? at::empty_symint(target.sym_sizes(), input.options())
-              : at::empty({}, input.options()),
+  return {reduction == at::Reduction::None ? at::empty_symint(target.sym_sizes(), input.options())
+                                           : at::empty({}, input.options()),
           compute_grad ? at::empty_symint(input.sym_sizes(), input.options())
                        : at::empty({0}, input.options()),
           at::empty({}, input.options().dtype(accumulation_dtype(input.scalar_type())))};
@@ -373,9 +369,8 @@ std::tuple<Tensor, Tensor> cross_entropy_loss_only(const Tensor& input, const Te
   return {r.loss, r.z_loss};
 }
 
-Tensor multi_margin_loss_only(const Tensor& input, const Tensor& target, int64_t p,
-                              double margin, const OptionalTensor& weight,
-                              c10::string_view reduction) {
+Tensor multi_margin_loss_only(const Tensor& input, const Tensor& target, int64_t p, double margin,
+                              const OptionalTensor& weight, c10::string_view reduction) {
   return std::get<0>(
       multi_margin_loss_forward(input, target, p, margin, weight, reduction, false, false));
 }
@@ -391,21 +386,21 @@ CrossEntropyResult cross_entropy_forward(const Tensor& input, const Tensor& targ
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fusedloss::_cross_entropy_forward", "")
           .typed<decltype(cross_entropy_forward_impl<cpu::cross_entropy_kernel>)>();
-  auto [loss, z, grad_input, grad_target, divisor] =
-      handle.call(input, target, weight, args.ignore_index, args.reduction, args.label_smoothing,
-                  args.z_loss, args.softcap, args.check_target, compute_grad, compute_target_grad,
-                  mean_in_grad);
+  auto [loss, z, grad_input, grad_target, divisor] = handle.call(
+      input, target, weight, args.ignore_index, args.reduction, args.label_smoothing, args.z_loss,
+      args.softcap, args.check_target, compute_grad, compute_target_grad, mean_in_grad);
   return {loss, z, grad_input, grad_target, divisor};
 }
 
-std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(
-    const Tensor& input, const Tensor& target, int64_t p, double margin,
-    const OptionalTensor& weight, c10::string_view reduction, bool compute_grad,
-    bool mean_in_grad) {
-  static auto handle =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fusedloss::_multi_margin_loss_forward", "")
-          .typed<decltype(multi_margin_meta)>();
+std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(const Tensor& input,
+                                                             const Tensor& target, int64_t p,
+                                                             double margin,
+                                                             const OptionalTensor& weight,
+                                                             c10::string_view reduction,
+                                                             bool compute_grad, bool mean_in_grad) {
+  static auto handle = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("fusedloss::_multi_margin_loss_forward", "")
+                           .typed<decltype(multi_margin_meta)>();
   return handle.call(input, target, weight, p, margin, reduction, compute_grad, mean_in_grad);
 }
 

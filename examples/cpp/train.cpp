@@ -1,8 +1,9 @@
 // A LibTorch trainer with no Python: trains the same small MLP twice on generated data, once with
 // a torch::nn loss and once with its fusedloss::nn drop-in, from the same initial weights, and
-// prints both losses per epoch — for regression (MSELoss) and for imbalanced binary
-// classification (BCEWithLogitsLoss with pos_weight). The runs must agree: the exit status is
-// non-zero if they drift apart.
+// prints both losses per epoch — for regression (MSELoss), imbalanced binary classification
+// (BCEWithLogitsLoss with pos_weight) and 4-class classification (CrossEntropyLoss with label
+// smoothing) — then evaluates the fused models with fusedloss::metrics. The runs must agree: the
+// exit status is non-zero if they drift apart.
 
 #include <fusedloss/fusedloss.h>
 #include <torch/torch.h>
@@ -13,9 +14,9 @@
 
 namespace {
 
-torch::nn::Sequential make_model() {
+torch::nn::Sequential make_model(int64_t outputs) {
   return torch::nn::Sequential(torch::nn::Linear(3, 32), torch::nn::Tanh(),
-                               torch::nn::Linear(32, 1));
+                               torch::nn::Linear(32, outputs));
 }
 
 // Trains two copies of one model, with `reference` and with `fused`; returns the largest relative
@@ -24,9 +25,10 @@ template <typename Reference, typename Fused>
 std::pair<double, torch::nn::Sequential> train_side_by_side(const char* title,
                                                             const torch::Tensor& x,
                                                             const torch::Tensor& y,
-                                                            Reference reference, Fused fused) {
-  auto reference_model = make_model();
-  auto fused_model = make_model();
+                                                            Reference reference, Fused fused,
+                                                            int64_t outputs = 1) {
+  auto reference_model = make_model(outputs);
+  auto fused_model = make_model(outputs);
   {
     torch::NoGradGuard no_grad;
     auto src = reference_model->parameters();
@@ -66,7 +68,7 @@ int main() {
   const auto y = (2 * x.select(1, 0) - 3 * x.select(1, 1) + 0.5 * x.select(1, 2).pow(2) +
                   0.1 * torch::randn({512}))
                      .unsqueeze(1);
-  const auto [regression_gap, regressor] = train_side_by_side(
+  auto [regression_gap, regressor] = train_side_by_side(
       "regression, MSELoss", x, y, torch::nn::MSELoss(), fusedloss::nn::MSELoss());
 
   // Imbalanced binary classification (about 10% positives), positives weighted 9x.
@@ -78,16 +80,37 @@ int main() {
       torch::nn::BCEWithLogitsLoss(torch::nn::BCEWithLogitsLossOptions().pos_weight(pos_weight)),
       fusedloss::nn::BCEWithLogitsLoss(
           torch::nn::BCEWithLogitsLossOptions().pos_weight(pos_weight)));
+
+  // Four classes from the quadrant of (x0, x1), with label smoothing.
+  const auto classes =
+      (x.select(1, 0) > 0).to(torch::kLong) * 2 + (x.select(1, 1) > 0).to(torch::kLong);
+  const auto smoothing = torch::nn::CrossEntropyLossOptions().label_smoothing(0.1);
+  auto [multiclass_gap, multiclass_model] = train_side_by_side(
+      "4 classes, CrossEntropyLoss(label_smoothing=0.1)", x, classes,
+      torch::nn::CrossEntropyLoss(smoothing), fusedloss::nn::CrossEntropyLoss(smoothing), 4);
+
   {
     torch::NoGradGuard no_grad;
-    const auto predicted = (classifier->forward(x) > 0).to(torch::kFloat);
-    const double positives = labels.sum().item<double>();
-    const double found = (predicted * labels).sum().item<double>();
-    std::printf("positives: %.0f of %lld; found by the fused model: %.0f (recall %.2f)\n",
-                positives, static_cast<long long>(labels.size(0)), found, found / positives);
+    namespace metrics = fusedloss::metrics;
+    std::printf("\nfused models, evaluated with fusedloss::metrics on the training data\n");
+    std::printf("regression: r2 %.3f, mse %.4f\n",
+                metrics::r2_score(regressor->forward(x).squeeze(1), y.squeeze(1)).item<double>(),
+                metrics::mean_squared_error(regressor->forward(x), y).item<double>());
+    // One state, every metric: the logits are thresholded after a sigmoid (they are not in [0, 1]).
+    metrics::ClassificationMetrics binary("binary");
+    binary.update(classifier->forward(x).squeeze(1), labels.squeeze(1).to(torch::kLong));
+    std::printf("imbalanced binary: accuracy %.3f, precision %.3f, recall %.3f, f1 %.3f\n",
+                binary.compute("accuracy").item<double>(),
+                binary.compute("precision").item<double>(), binary.compute("recall").item<double>(),
+                binary.compute("f1").item<double>());
+    metrics::ClassificationMetrics four("multiclass", 4,
+                                        metrics::ClassificationOptions().average("macro"));
+    four.update(multiclass_model->forward(x), classes);
+    std::printf("4 classes: accuracy %.3f, macro f1 %.3f\n",
+                four.compute("accuracy").item<double>(), four.compute("f1").item<double>());
   }
 
-  if (std::max(regression_gap, classification_gap) > 1e-4) {
+  if (std::max({regression_gap, classification_gap, multiclass_gap}) > 1e-4) {
     std::printf("FAILED: the runs disagree\n");
     return 1;
   }

@@ -47,12 +47,12 @@ TEST(Metrics, RegressionAndBadLabels) {
               err.pow(2).mean().item<double>(), 1e-5);
   EXPECT_NEAR(fusedloss::metrics::mean_absolute_error(preds, target).item<double>(),
               err.abs().mean().item<double>(), 1e-5);
-  const double r2 = 1 - err.pow(2).sum().item<double>() /
-                            (target - target.mean()).pow(2).sum().item<double>();
+  const double r2 =
+      1 - err.pow(2).sum().item<double>() / (target - target.mean()).pow(2).sum().item<double>();
   EXPECT_NEAR(fusedloss::metrics::r2_score(preds, target).item<double>(), r2, 1e-5);
-  EXPECT_THROW(fusedloss::metrics::accuracy(torch::tensor({0, 1}), torch::tensor({0, 5}),
-                                            "multiclass", 3),
-               c10::ValueError);
+  EXPECT_THROW(
+      fusedloss::metrics::accuracy(torch::tensor({0, 1}), torch::tensor({0, 5}), "multiclass", 3),
+      c10::ValueError);
 }
 
 }  // namespace

@@ -22,8 +22,8 @@ void expect_close(const torch::Tensor& actual, const torch::Tensor& expected,
                   const std::string& what) {
   ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
   EXPECT_TRUE(torch::allclose(actual, expected, 1e-9, 1e-11)) << what << "\nactual:\n"
-                                                                << actual << "\nexpected:\n"
-                                                                << expected;
+                                                              << actual << "\nexpected:\n"
+                                                              << expected;
 }
 
 TEST(MulticlassLosses, ValuesAndGradientsMatchLibTorch) {
@@ -38,10 +38,9 @@ TEST(MulticlassLosses, ValuesAndGradientsMatchLibTorch) {
              torch::kNone, torch::kMean, torch::kSum}) {
       auto x = logits.clone().requires_grad_();
       auto x_ref = logits.clone().requires_grad_();
-      const auto ce_options = torch::nn::CrossEntropyLossOptions()
-                                  .weight(weight)
-                                  .label_smoothing(0.15)
-                                  .reduction(reduction);
+      const auto ce_options =
+          torch::nn::CrossEntropyLossOptions().weight(weight).label_smoothing(0.15).reduction(
+              reduction);
       auto loss = fusedloss::functional::cross_entropy(x, target, ce_options);
       auto loss_ref = F::cross_entropy(x_ref, target, ce_options);
       const std::string what = "cross_entropy on " + device.str();
@@ -75,9 +74,10 @@ TEST(MulticlassLosses, ModulesAndExtras) {
   expect_close(nll(torch::log_softmax(x, 1), target),
                torch::nn::NLLLoss()(torch::log_softmax(x, 1), target), "NLLLoss");
   fusedloss::nn::MultiMarginLoss margin(torch::nn::MultiMarginLossOptions().margin(0.5));
-  expect_close(margin(x, target),
-               torch::nn::MultiMarginLoss(torch::nn::MultiMarginLossOptions().margin(0.5))(x, target),
-               "MultiMarginLoss");
+  expect_close(
+      margin(x, target),
+      torch::nn::MultiMarginLoss(torch::nn::MultiMarginLossOptions().margin(0.5))(x, target),
+      "MultiMarginLoss");
 
   // z_loss and softcap: the same formula in plain LibTorch ops.
   const double z = 0.02, cap = 3.0;
@@ -121,7 +121,8 @@ TEST(MulticlassLosses, LinearCrossEntropyMatchesLinearThenCrossEntropy) {
     target[1][2] = -100;
     fusedloss::nn::LinearCrossEntropyLoss head(
         fusedloss::nn::LinearCrossEntropyLossOptions(8, 11).bias(true).loss(
-            fusedloss::functional::LinearCrossEntropyFuncOptions().label_smoothing(0.1).chunk_size(4)));
+            fusedloss::functional::LinearCrossEntropyFuncOptions().label_smoothing(0.1).chunk_size(
+                4)));
     head->to(device, torch::kDouble);
     auto loss = head(x, target);
     auto x_ref = x.detach().clone().requires_grad_();
