@@ -117,6 +117,9 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
     if (a.row_z_loss) a.row_z_loss[r] = row.z_loss;
   }
   if constexpr (kGrad) {
+    // The gradient may overwrite the logits in place (linear_cross_entropy): every lane must have
+    // read x[t] above before the lane owning column t writes it. Shuffles do not order memory.
+    if constexpr (kGroup == 32) __syncwarp();
     scalar_t* g = a.grad_input + r * C;
     scalar_t* gt = kProb && a.grad_target ? a.grad_target + r * C : nullptr;
     for (int64_t c = lane; c < C; c += kGroup) {

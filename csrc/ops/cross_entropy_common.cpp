@@ -44,7 +44,8 @@ void check_cross_entropy_options(c10::string_view op, double label_smoothing, do
 
 at::Tensor checked_class_targets(c10::string_view op, const at::Tensor& target, int64_t classes,
                                  int64_t ignore_index, bool check) {
-  at::Tensor t = target.reshape({-1}).to(at::kLong);
+  // contiguous: the engines index row r at offset r (a strided or expanded target would not be).
+  at::Tensor t = target.reshape({-1}).to(at::kLong).contiguous();
   if (check) {
     const at::Tensor bad = t.ne(ignore_index).logical_and_(t.lt(0).logical_or_(t.ge(classes)));
     if (bad.any().item<bool>()) {

@@ -1,4 +1,5 @@
-"""Scripts a small model whose forward returns a fusedloss loss and saves it.
+"""Scripts a small model whose forward returns fusedloss losses (regression and 3-class
+classification heads) and saves it.
 
     python examples/torchscript/script_and_save.py model.pt
 
@@ -18,11 +19,15 @@ class RegressionWithLoss(torch.nn.Module):
         super().__init__()
         self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
         self.criterion = fusedloss.nn.HuberLoss(delta=0.5)
+        self.classifier = torch.nn.Linear(4, 3)
+        self.classification = fusedloss.nn.CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-3)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         prediction = self.body(x)
         # Both the module and the raw operator, as TorchScript users call them.
-        return self.criterion(prediction, y) + torch.ops.fusedloss.mse_loss(prediction, y, "mean")
+        regression = self.criterion(prediction, y) + torch.ops.fusedloss.mse_loss(prediction, y, "mean")
+        labels = (y.squeeze(1) * 2.99).long()  # three classes from the regression target
+        return regression + self.classification(self.classifier(x), labels)
 
 
 def example_inputs():

@@ -523,3 +523,16 @@ def test_many_threads_give_the_results_of_one(device):
     with ThreadPoolExecutor(8) as pool:
         for loss, grad in pool.map(run, range(32)):
             assert torch.equal(loss, reference[0]) and torch.equal(grad, reference[1])
+
+
+def test_strided_and_expanded_targets(device):
+    x, x64, target, _ = make_case((8, 6), torch.float64, device, ignore_every=0)
+    wide = torch.stack([target, target.flip(0)], 1)  # target = wide[:, 0]: stride 2
+    check_against(lambda v: FL.cross_entropy(v, wide[:, 0]), lambda v: F.cross_entropy(v, target), x, x64,
+                  torch.float64)
+    expanded = target[:1].expand(8)  # stride 0
+    check_against(lambda v: FL.cross_entropy(v, expanded, reduction="none"),
+                  lambda v: F.cross_entropy(v, expanded.contiguous(), reduction="none"), x, x64, torch.float64)
+    check_against(lambda v: FL.nll_loss(v, wide[:, 0]), lambda v: F.nll_loss(v, target), x, x64, torch.float64)
+    check_against(lambda v: FL.multi_margin_loss(v, wide[:, 0]), lambda v: F.multi_margin_loss(v, target),
+                  x, x64, torch.float64)
