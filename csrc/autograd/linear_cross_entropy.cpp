@@ -87,7 +87,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     }
     Scale scale{grad_outputs[0], true, false};
     if (!ctx->saved_data["mean_in_grad"].toBool()) {
-      scale = {grad_outputs[0].to(at::kFloat).div(saved[3].to(at::kFloat)), true, true};
+      scale = {mean_factor(grad_outputs[0], saved[3]), true, true};
     }
     const bool last_use = saved_buffers_die_after_backward();
     if (needs[0]) grads[0] = scaled(saved[0], scale, last_use);

@@ -41,7 +41,7 @@ Scale backward_scale(const Tensor& grad_output, const std::string& reduction, bo
     return {input_dim >= 2 ? grad_output.unsqueeze(1) : grad_output, false, false};
   }
   if (reduction == "mean" && !mean_in_grad) {
-    return {grad_output.to(at::kFloat).div(divisor.to(at::kFloat)), true, true};
+    return {mean_factor(grad_output, divisor), true, true};
   }
   return {grad_output, true, false};
 }

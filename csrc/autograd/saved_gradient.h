@@ -36,6 +36,15 @@ inline at::Tensor scaled(const at::Tensor& gradient, const Scale& scale, bool re
   return reuse_buffer ? gradient.mul_(scale.factor) : gradient.mul(scale.factor);
 }
 
+// grad_output / divisor in float, for a 'mean' whose 1/divisor backward applies. A zero divisor
+// (every target ignored) gives 0, not inf: the saved gradient is 0 there, and 0 * inf would be NaN
+// where torch's gradient is 0.
+inline at::Tensor mean_factor(const at::Tensor& grad_output, const at::Tensor& divisor) {
+  const at::Tensor d = divisor.to(at::kFloat);
+  const at::Tensor factor = grad_output.to(at::kFloat).div(d);
+  return factor.masked_fill(d.eq(0), 0.0);
+}
+
 // The graph is freed after this backward: the engine releases the saved variables next, so their
 // buffers may be reused and move on (into input.grad) with no copy.
 inline bool saved_buffers_die_after_backward() {
