@@ -10,30 +10,16 @@ benchmarks/results/cross_entropy_<device>.md and .csv.
 """
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
 import fusedloss
-from common import (machine_description, peak_cuda_bytes, peak_rss_bytes, run_for_cpu_peak,
-                    saved_bytes, synchronize, write_results)
+from common import (machine_description, median_step_seconds, peak_cuda_bytes, peak_rss_bytes,
+                    run_for_cpu_peak, saved_bytes, write_results)
 
 FL = fusedloss.functional
-
-
-def median_step_seconds(step, device, repeats):
-    step()  # warm-up (and compilation for torch.compile)
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

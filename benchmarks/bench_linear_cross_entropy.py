@@ -12,28 +12,14 @@ benchmarks/results/linear_cross_entropy_<device>.md and .csv.
 """
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
 import fusedloss
-from common import (machine_description, peak_cuda_bytes, peak_rss_bytes, run_for_cpu_peak,
-                    synchronize, write_results)
-
-
-def median_step_seconds(step, device, repeats):
-    step()  # warm-up (and compilation)
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from common import (machine_description, median_step_seconds, peak_cuda_bytes, peak_rss_bytes,
+                    run_for_cpu_peak, write_results)
 
 
 def main():

@@ -10,27 +10,13 @@ benchmarks/results/metrics_<device>.md and .csv.
 """
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 import torchmetrics
 
 import fusedloss
-from common import machine_description, synchronize, write_results
-
-
-def median_seconds(fn, device, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from common import machine_description, median_step_seconds, write_results
 
 
 def parse_count(text):
@@ -94,8 +80,8 @@ def main():
         (f"accuracy+precision+recall+F1, {c} classes, macro", ours, theirs),
         ("R^2", ours_r2, theirs_r2),
     ]:
-        t_ours = median_seconds(fused, device, args.repeats)
-        t_theirs = median_seconds(reference, device, args.repeats)
+        t_ours = median_step_seconds(fused, device, args.repeats)
+        t_theirs = median_step_seconds(reference, device, args.repeats)
         rows.append({"metrics": name, "samples": args.samples, "fusedloss ms": f"{t_ours * 1e3:.1f}",
                      f"torchmetrics {torchmetrics.__version__} ms": f"{t_theirs * 1e3:.1f}",
                      "speed-up": f"{t_theirs / t_ours:.1f}x"})

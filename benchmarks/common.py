@@ -24,6 +24,22 @@ def median_seconds(fn, device, min_run_time=1.0):
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
+def median_step_seconds(step, device, repeats):
+    """Median wall time of step() over `repeats` runs after one warm-up (and compilation) run:
+    for steps long enough that one run is a measurement."""
+    import statistics
+    import time
+    step()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def copy_bandwidth(numel, device):
     """Bytes per second of a plain copy (read + write) of numel float32 values."""
     src = torch.randn(numel, device=device)

@@ -15,22 +15,6 @@
 namespace fusedloss {
 namespace ops {
 
-at::Reduction::Reduction parse_reduction(c10::string_view op, c10::string_view reduction) {
-  if (reduction == "mean") return at::Reduction::Mean;
-  if (reduction == "sum") return at::Reduction::Sum;
-  if (reduction == "none") return at::Reduction::None;
-  TORCH_CHECK_VALUE(false, "fusedloss.", op, ": reduction must be 'none', 'mean' or 'sum', got '",
-                    reduction, "'");
-}
-
-bool is_supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-at::ScalarType accumulation_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 void check_cross_entropy_options(c10::string_view op, double label_smoothing, double z_loss,
                                  std::optional<double> softcap) {
   TORCH_CHECK(label_smoothing >= 0 && label_smoothing <= 1, "fusedloss.", op,

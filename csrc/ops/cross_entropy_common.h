@@ -1,6 +1,6 @@
 #pragma once
-// Operator-layer pieces shared by cross_entropy, nll_loss and linear_cross_entropy: argument
-// parsing, the class-index target check, the denominators of 'mean', the gradient scales the row
+// Operator-layer pieces shared by cross_entropy, nll_loss and linear_cross_entropy: the
+// class-index target check, the denominators of 'mean', the gradient scales the row
 // engine folds in, and the reduction of per-row losses. Device independent (ATen ops).
 
 #include <ATen/core/Reduction.h>
@@ -9,15 +9,10 @@
 
 #include <optional>
 
+#include "ops/arguments.h"
+
 namespace fusedloss {
 namespace ops {
-
-at::Reduction::Reduction parse_reduction(c10::string_view op, c10::string_view reduction);
-
-bool is_supported_dtype(at::ScalarType t);
-
-// float for float32/float16/bfloat16, double for float64.
-at::ScalarType accumulation_dtype(at::ScalarType t);
 
 // label_smoothing in [0, 1], z_loss >= 0, softcap > 0 when given (all finite).
 void check_cross_entropy_options(c10::string_view op, double label_smoothing, double z_loss,

@@ -13,7 +13,7 @@
 #include <torch/library.h>
 
 #include "kernels/metric_counts.h"
-#include "ops/cross_entropy_common.h"  // is_supported_dtype
+#include "ops/arguments.h"
 
 namespace fusedloss {
 namespace ops {

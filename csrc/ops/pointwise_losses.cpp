@@ -11,18 +11,11 @@
 
 #include "cpu/gradient_allocator.h"
 #include "kernels/pointwise_loss.h"
+#include "ops/arguments.h"
 
 namespace fusedloss {
 namespace ops {
 namespace {
-
-at::Reduction::Reduction parse_reduction(c10::string_view op, c10::string_view reduction) {
-  if (reduction == "mean") return at::Reduction::Mean;
-  if (reduction == "sum") return at::Reduction::Sum;
-  if (reduction == "none") return at::Reduction::None;
-  TORCH_CHECK_VALUE(false, "fusedloss.", op, ": reduction must be 'none', 'mean' or 'sum', got '",
-                    reduction, "'");
-}
 
 double param_at(c10::string_view op, c10::ArrayRef<double> params, size_t i) {
   TORCH_CHECK_VALUE(i < params.size(), "fusedloss._pointwise_loss_forward: ", op, " takes ", i + 1,
@@ -77,10 +70,6 @@ PointwiseLossSpec parse_spec(c10::string_view op, c10::ArrayRef<double> params,
     TORCH_CHECK_VALUE(false, "fusedloss._pointwise_loss_forward: unknown loss '", op, "'");
   }
   return spec;
-}
-
-bool is_supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
 // Checks what every backend needs and returns the computation dtype.

@@ -1,0 +1,22 @@
+#pragma once
+// Argument parsing shared by every op family: reduction names and the floating dtypes the kernels
+// take.
+
+#include <ATen/core/Reduction.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/string_view.h>
+
+namespace fusedloss {
+namespace ops {
+
+// 'none' | 'mean' | 'sum', else a ValueError naming the op.
+at::Reduction::Reduction parse_reduction(c10::string_view op, c10::string_view reduction);
+
+// float32, float64, float16 or bfloat16.
+bool is_supported_dtype(at::ScalarType t);
+
+// float for float32/float16/bfloat16, double for float64.
+at::ScalarType accumulation_dtype(at::ScalarType t);
+
+}  // namespace ops
+}  // namespace fusedloss
