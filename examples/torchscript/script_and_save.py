@@ -1,5 +1,5 @@
-"""Scripts a small model whose forward returns fusedloss losses (regression and 3-class
-classification heads) and saves it.
+"""Trains a small model whose forward returns fusedloss losses (regression and 3-class
+classification heads) for a few steps, scripts it and saves it.
 
     python examples/torchscript/script_and_save.py model.pt
 
@@ -36,9 +36,19 @@ def example_inputs():
     return x, y
 
 
-def main(path):
+def main(path, steps=50):
     torch.manual_seed(0)
-    scripted = torch.jit.script(RegressionWithLoss())
+    model = RegressionWithLoss()
+    # Train a little in Python first: forward returns the fused losses, so this is the usual loop.
+    x, y = example_inputs()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+    print(f"trained {steps} steps in Python: loss {loss.item():.4f}")
+    scripted = torch.jit.script(model)
     scripted.save(path)
     print(f"saved {path}")
 
