@@ -139,7 +139,8 @@ def test_half_precision_weight_gradient_accumulates_in_float32():
 def test_same_call_and_values_as_torch_linear_cross_entropy(reduction, device):
     x, w, b, t = make_case(33, 12, 40, torch.float32, device, seed=3)
     cw = torch.rand(40, device=device) + 0.5
-    call = dict(linear_bias=b, weight=cw, reduction=reduction, ignore_index=None, label_smoothing=0.1)
+    # No label smoothing: with it torch 2.14 falls back to its unfused reference path.
+    call = dict(linear_bias=b, weight=cw, reduction=reduction, ignore_index=None)
     ins_ours = [p.clone().requires_grad_() for p in (x, w)]
     ins_torch = [p.clone().requires_grad_() for p in (x, w)]
     t_ours = t.clone()
