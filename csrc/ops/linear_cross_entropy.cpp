@@ -118,9 +118,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   spec.label_smoothing = label_smoothing;
   spec.z_loss = z_loss;
   spec.softcap = softcap.value_or(0);
-  CrossEntropyOperands o;
-  if (weight.has_value()) o.weight = weight->contiguous();
-  o.grad_scales = row_grad_scales(reduction, mean_in_grad, d, acc_options);
+  CrossEntropyOperands shared;  // what every chunk's operands have in common
+  if (weight.has_value()) shared.weight = weight->contiguous();
+  shared.grad_scales = row_grad_scales(reduction, mean_in_grad, d, acc_options);
   const Tensor row_loss = at::empty({rows}, acc_options);
   const Tensor row_z_loss = z_loss != 0 ? at::empty({rows}, acc_options) : Tensor();
 
@@ -138,6 +138,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
     const Tensor xc = x.narrow(0, start, len);
     Tensor logits =
         linear_bias.has_value() ? at::addmm(*linear_bias, xc, weight_t) : at::mm(xc, weight_t);
+    // Fresh operands per chunk: operands kept across iterations would hold the previous chunk's
+    // logits alive while the next chunk's are allocated (two chunks of memory instead of one).
+    CrossEntropyOperands o = shared;
     o.logits = logits;
     o.target = t.narrow(0, start, len);
     o.row_loss = row_loss.narrow(0, start, len);
