@@ -108,22 +108,31 @@ def stat_scores(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5
 
 
 def _moments(preds: Tensor, target: Tensor, num_outputs: int = 1) -> Tensor:
+    """Moments over all elements (num_outputs=1) or per output column (N, num_outputs)."""
     if num_outputs == 1:
         preds, target = preds.reshape(-1), target.reshape(-1)
+    else:
+        preds, target = preds.reshape(-1, num_outputs), target.reshape(-1, num_outputs)
     return torch.ops.fusedloss._regression_moments(preds, target)
+
+
+def _per_output(num_outputs: int) -> str:
+    return "raw_values" if num_outputs > 1 else "uniform_average"
 
 
 def mean_squared_error(preds: Tensor, target: Tensor, squared: bool = True,
                        num_outputs: int = 1) -> Tensor:
-    """Mean of (preds - target)^2 over all elements; squared=False gives its root (RMSE)."""
+    """Mean of (preds - target)^2 over all elements (one value per output for num_outputs > 1);
+    squared=False gives its root (RMSE)."""
     metric = "mean_squared_error" if squared else "root_mean_squared_error"
-    return torch.ops.fusedloss._regression_metric(_moments(preds, target), metric, 0, "uniform_average")
+    return torch.ops.fusedloss._regression_metric(_moments(preds, target, num_outputs), metric, 0,
+                                                  _per_output(num_outputs))
 
 
 def mean_absolute_error(preds: Tensor, target: Tensor, num_outputs: int = 1) -> Tensor:
-    """Mean of |preds - target| over all elements."""
-    return torch.ops.fusedloss._regression_metric(_moments(preds, target), "mean_absolute_error", 0,
-                                                  "uniform_average")
+    """Mean of |preds - target| over all elements (one value per output for num_outputs > 1)."""
+    return torch.ops.fusedloss._regression_metric(_moments(preds, target, num_outputs),
+                                                  "mean_absolute_error", 0, _per_output(num_outputs))
 
 
 def r2_score(preds: Tensor, target: Tensor, adjusted: int = 0,
@@ -268,7 +277,8 @@ class RegressionMoments:
         metric = self.metric
         if metric == "mean_squared_error" and not self.squared:
             metric = "root_mean_squared_error"
-        return torch.ops.fusedloss._regression_metric(self.moments, metric, self.adjusted, self.multioutput)
+        multioutput = self.multioutput if metric == "r2_score" else _per_output(self.num_outputs)
+        return torch.ops.fusedloss._regression_metric(self.moments, metric, self.adjusted, multioutput)
 
 
 class MeanSquaredError(RegressionMoments):

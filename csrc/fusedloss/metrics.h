@@ -80,8 +80,9 @@ class ClassificationMetrics {
 
   // Adds another state of the same task (e.g. from another process) to this one.
   ClassificationMetrics& merge(const ClassificationMetrics& other) {
-    TORCH_CHECK(other.task_ == task_ && other.num_classes_ == num_classes_,
-                "fusedloss::metrics: cannot merge states of different tasks or class counts");
+    TORCH_CHECK(other.task_ == task_ && other.num_classes_ == num_classes_ &&
+                    other.options_.top_k() == options_.top_k(),
+                "fusedloss::metrics: cannot merge states of different task, num_classes or top_k");
     if (!other.confusion_.defined()) return *this;
     if (!confusion_.defined()) {
       confusion_ = other.confusion_.clone(), hits_ = other.hits_.clone();

@@ -327,7 +327,8 @@ Tensor regression_metric(const Tensor& moments, c10::string_view metric, int64_t
       metric == "mean_absolute_error") {
     const Tensor sum =
         moments.select(-1, metric == "mean_absolute_error" ? kAbsoluteError : kSquaredError);
-    Tensor value = sum.sum().div(n.sum());  // over all elements, as torchmetrics' num_outputs=1
+    // Per output for 'raw_values' (torchmetrics' num_outputs > 1), else over all elements.
+    Tensor value = multioutput == "raw_values" ? sum.div(n) : sum.sum().div(n.sum());
     if (metric == "root_mean_squared_error") value = value.sqrt();
     return value.to(at::kFloat);
   }

@@ -320,7 +320,8 @@ std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(const Tensor& input, c
   const int64_t rows = input.dim() == 1 ? 1 : input.size(0), classes = input.size(-1);
   MultiMarginOperands o;
   o.input = input.reshape({rows, classes}).contiguous();
-  // The target is always checked (a synchronization on CUDA): torch raises here too.
+  // The target is always checked (a synchronization on CUDA): torch's CPU kernel raises here
+  // too, its CUDA kernel asserts on the device.
   o.target = target.reshape({-1}).contiguous();
   const Tensor bad = o.target.lt(0).logical_or_(o.target.ge(classes));
   if (bad.any().item<bool>()) {
@@ -340,7 +341,7 @@ std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(const Tensor& input, c
     loss = o.row_loss.to(input.scalar_type()).view(target.sizes());
   } else {
     Tensor total = o.row_loss.sum(at::kDouble);
-    // An empty batch has mean 0 here, as torch's multi_margin_loss (not NaN).
+    // An empty batch gives 0 (torch's CPU kernel returns uninitialized memory there).
     if (mean) total = total.div(static_cast<double>(rows));
     loss = total.to(input.scalar_type());
   }

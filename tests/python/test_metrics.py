@@ -159,6 +159,14 @@ def test_regression_matches_torchmetrics(device):
     close(M.r2_score(p, t), TMF.r2_score(preds, target), atol=1e-5)
     close(M.r2_score(p, t, adjusted=5), TMF.r2_score(preds, target, adjusted=5), atol=1e-5)
     p2, t2 = torch.randn(300, 3, generator=g), torch.randn(300, 3, generator=g)
+    close(M.mean_squared_error(p2.to(device), t2.to(device), num_outputs=3),
+          TMF.mean_squared_error(p2, t2, num_outputs=3))
+    close(M.mean_absolute_error(p2.to(device), t2.to(device), num_outputs=3),
+          TMF.mean_absolute_error(p2, t2, num_outputs=3))
+    streamed = M.MeanSquaredError(num_outputs=3, squared=False)
+    for a, b in zip(p2.split(70), t2.split(70)):
+        streamed.update(a.to(device), b.to(device))
+    close(streamed.compute(), TMF.mean_squared_error(p2, t2, squared=False, num_outputs=3))
     for multioutput in ("raw_values", "uniform_average", "variance_weighted"):
         close(M.r2_score(p2.to(device), t2.to(device), multioutput=multioutput),
               TMF.r2_score(p2, t2, multioutput=multioutput), atol=1e-5)
