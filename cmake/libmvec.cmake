@@ -7,15 +7,24 @@ set(CMAKE_REQUIRED_LIBRARIES mvec)
 check_cxx_source_compiles([[
 #include <cmath>
 extern "C" {
+__attribute__((simd("notinbranch"))) float expf(float) noexcept;
+__attribute__((simd("notinbranch"))) float logf(float) noexcept;
 __attribute__((simd("notinbranch"))) float log1pf(float) noexcept;
 __attribute__((simd("notinbranch"))) float powf(float, float) noexcept;
+__attribute__((simd("notinbranch"))) float tanhf(float) noexcept;
+__attribute__((simd("notinbranch"))) double exp(double) noexcept;
+__attribute__((simd("notinbranch"))) double log(double) noexcept;
 __attribute__((simd("notinbranch"))) double log1p(double) noexcept;
 __attribute__((simd("notinbranch"))) double pow(double, double) noexcept;
+__attribute__((simd("notinbranch"))) double tanh(double) noexcept;
 }
 float a[64]; double b[64];
 int main() {
 #pragma omp simd
-  for (int i = 0; i < 64; ++i) { a[i] = log1pf(a[i]) + powf(a[i], 1.5f); b[i] = log1p(b[i]) + pow(b[i], 1.5); }
+  for (int i = 0; i < 64; ++i) {
+    a[i] = expf(a[i]) + logf(a[i]) + log1pf(a[i]) + powf(a[i], 1.5f) + tanhf(a[i]);
+    b[i] = exp(b[i]) + log(b[i]) + log1p(b[i]) + pow(b[i], 1.5) + tanh(b[i]);
+  }
   return static_cast<int>(a[0] + b[0]);
 }]] FUSEDLOSS_HAVE_LIBMVEC)
 unset(CMAKE_REQUIRED_FLAGS)

@@ -21,9 +21,6 @@ namespace cuda {
 namespace {
 
 template <typename scalar_t>
-using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-template <typename scalar_t>
 struct Rows {
   using acc = acc_t<scalar_t>;
   int64_t rows, num_classes;
@@ -38,11 +35,6 @@ struct Rows {
   scalar_t* grad_target;
   int64_t ignore_index;
   acc smoothing, z_loss, cap;
-};
-
-template <typename T>
-struct Max {
-  __device__ T operator()(T a, T b) const { return b > a ? b : a; }
 };
 
 template <typename scalar_t, int kGroup, bool kProb, bool kCap, bool kGrad>
@@ -64,7 +56,8 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
   const bool spread_terms = kProb || spread != acc(0);
   const auto weight = [&](int64_t c) { return a.weight ? static_cast<acc>(a.weight[c]) : acc(1); };
   const auto q_of = [&](int64_t c) {
-    return kProb ? weight(c) * (keep * static_cast<acc>(y[c]) + spread) : spread * weight(c);
+    return formulas::cross_entropy_q<kProb>(weight(c), kProb ? static_cast<acc>(y[c]) : acc(0),
+                                            keep, spread);
   };
 
   int64_t t = -1;
@@ -129,7 +122,10 @@ __global__ void __launch_bounds__(kRowThreads) cross_entropy_rows(Rows<scalar_t>
       if (!kProb && c == t) gc -= row.target_scale;
       if constexpr (kCap) gc *= softcap_slope(v, cap);
       g[c] = static_cast<scalar_t>(gc);
-      if (gt) gt[c] = static_cast<scalar_t>(weight(c) * keep * (row.lse - v) * row.q_scale);
+      if (gt) {
+        gt[c] = static_cast<scalar_t>(
+            formulas::cross_entropy_target_grad(weight(c), keep, row.lse, v, row.q_scale));
+      }
     }
   }
 }

@@ -17,9 +17,6 @@ namespace cuda {
 namespace {
 
 template <typename scalar_t>
-using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-template <typename scalar_t>
 struct MarginRows {
   using acc = acc_t<scalar_t>;
   int64_t rows, num_classes;

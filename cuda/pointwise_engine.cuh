@@ -23,8 +23,7 @@ namespace engine {
 constexpr int kThreads = 256;
 constexpr int kBlocksPerSM = 4;
 
-template <typename scalar_t>
-using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+using ::fusedloss::acc_t;
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {

@@ -36,5 +36,11 @@ struct Plus {
   __device__ T operator()(T a, T b) const { return a + b; }
 };
 
+// The larger of two; NaN never wins (the sum of exp carries NaN instead).
+template <typename T>
+struct Max {
+  __device__ T operator()(T a, T b) const { return b > a ? b : a; }
+};
+
 }  // namespace cuda
 }  // namespace fusedloss

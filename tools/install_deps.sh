@@ -12,6 +12,10 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v ninja >/dev/null || missing+=(ninja-build)
 command -v ccache >/dev/null || missing+=(ccache)
 [ -f /usr/include/gtest/gtest.h ] || missing+=(libgtest-dev)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# The packaging test builds a wheel and installs it into a fresh virtual environment.
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install_deps: apt-get install ${missing[*]}"
   sudo_cmd=()
@@ -25,9 +29,13 @@ fi
 
 if python3 -c "import torch" 2>/dev/null; then
   echo "install_deps: torch $(python3 -c 'import torch; print(torch.__version__)') already installed"
-else
+elif command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   echo "install_deps: pip install $TORCH_SPEC (a CUDA build, several GB)"
   python3 -m pip install --quiet "$TORCH_SPEC"
+else
+  # Without nvcc the CUDA build's CMake files fail at find_package(Torch): take the CPU build.
+  echo "install_deps: no CUDA toolkit: pip install $TORCH_SPEC from the CPU-only index"
+  python3 -m pip install --quiet "$TORCH_SPEC" --index-url https://download.pytorch.org/whl/cpu
 fi
 
 python_missing=()

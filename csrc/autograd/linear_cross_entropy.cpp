@@ -59,10 +59,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "fusedloss.linear_cross_entropy: double backward (backward with "
-                "create_graph=True) is not supported; the fused kernel computes only first "
-                "derivatives.");
+    refuse_double_backward("linear_cross_entropy");
     const auto saved = ctx->get_saved_variables();
     variable_list grads(12);
     const auto needs = ctx->saved_data["needs"].toBoolList();
@@ -102,9 +99,7 @@ Tensor with_gradients(const Tensor& input, const Tensor& linear_weight, const Te
                       int64_t ignore_index, c10::string_view reduction, double label_smoothing,
                       double z_loss, std::optional<double> softcap,
                       std::optional<int64_t> chunk_size, bool check_target) {
-  TORCH_CHECK(!at::GradMode::is_enabled() || !weight.has_value() || !weight->requires_grad(),
-              "fusedloss.linear_cross_entropy: the derivative for 'weight' (the class weights) "
-              "is not implemented (as in torch)");
+  refuse_weight_gradient("linear_cross_entropy", "weight", weight);  // the class weights
   const bool bias_grad = linear_bias.has_value() && linear_bias->requires_grad();
   if (!at::GradMode::is_enabled() ||
       !(input.requires_grad() || linear_weight.requires_grad() || bias_grad)) {

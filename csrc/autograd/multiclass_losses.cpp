@@ -19,20 +19,6 @@ using ops::OptionalTensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-void refuse_double_backward(const char* op) {
-  // create_graph=True asks for a differentiable gradient. The saved gradient is a constant to
-  // autograd, so its second derivative would silently be zero: refuse instead.
-  TORCH_CHECK(!at::GradMode::is_enabled(), "fusedloss.", op,
-              ": double backward (backward with create_graph=True) is not supported; the fused "
-              "kernel saves only the first derivative. Compute the loss with torch.nn.functional "
-              "where second derivatives are needed.");
-}
-
-void refuse_weight_gradient(const char* op, const OptionalTensor& weight) {
-  TORCH_CHECK(!at::GradMode::is_enabled() || !weight.has_value() || !weight->requires_grad(),
-              "fusedloss.", op, ": the derivative for 'weight' is not implemented (as in torch)");
-}
-
 // How backward scales the saved gradient(s) for grad_output.
 Scale backward_scale(const Tensor& grad_output, const std::string& reduction, bool mean_in_grad,
                      const Tensor& divisor, int64_t input_dim) {
@@ -117,7 +103,7 @@ class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction
 std::tuple<Tensor, Tensor> cross_entropy_with_gradients(const Tensor& input, const Tensor& target,
                                                         const OptionalTensor& weight,
                                                         const ops::CrossEntropyArgs& args) {
-  refuse_weight_gradient("cross_entropy", weight);
+  refuse_weight_gradient("cross_entropy", "weight", weight);
   if (!at::GradMode::is_enabled() || !(input.requires_grad() || target.requires_grad())) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto r = ops::cross_entropy_forward(input, target, weight, args, false, false, false);
@@ -132,7 +118,7 @@ std::tuple<Tensor, Tensor> cross_entropy_with_gradients(const Tensor& input, con
 Tensor multi_margin_with_gradients(const Tensor& input, const Tensor& target, int64_t p,
                                    double margin, const OptionalTensor& weight,
                                    c10::string_view reduction) {
-  refuse_weight_gradient("multi_margin_loss", weight);
+  refuse_weight_gradient("multi_margin_loss", "weight", weight);
   if (!at::GradMode::is_enabled() || !input.requires_grad()) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return std::get<0>(

@@ -49,12 +49,7 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const std::string op = ctx->saved_data["op"].toStringRef();
-    // create_graph=True asks for a differentiable gradient. The saved gradient is a constant to
-    // autograd, so its second derivative would silently be zero: refuse instead.
-    TORCH_CHECK(!at::GradMode::is_enabled(), "fusedloss.", op,
-                ": double backward (backward with create_graph=True) is not supported; the fused "
-                "kernel saves only the first derivative. Compute the loss with torch.nn.functional"
-                " where second derivatives are needed.");
+    refuse_double_backward(op);
     const auto saved = ctx->get_saved_variables();
     const std::string& reduction = ctx->saved_data["reduction"].toStringRef();
     const bool reduced = reduction != "none";
@@ -103,10 +98,8 @@ Tensor with_gradients(const Tensor& input, const Tensor& target, const OptionalT
                       const OptionalTensor& pos_weight, const char* op, std::vector<double> params,
                       c10::string_view reduction) {
   const bool grad_mode = at::GradMode::is_enabled();
-  for (const auto& [name, tensor] : {std::pair{"weight", &weight}, {"pos_weight", &pos_weight}}) {
-    TORCH_CHECK(!grad_mode || !tensor->has_value() || !(*tensor)->requires_grad(), "fusedloss.", op,
-                ": the derivative for '", name, "' is not implemented (as in torch)");
-  }
+  refuse_weight_gradient(op, "weight", weight);
+  refuse_weight_gradient(op, "pos_weight", pos_weight);
   if (!grad_mode || !(input.requires_grad() || target.requires_grad())) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return std::get<0>(

@@ -1,14 +1,35 @@
 #pragma once
 // Backward of a fused loss that saved its gradient in the forward: a scale by grad_output, done
-// in place on the saved buffer when this backward is its last use, and skipped when grad_output
-// is a plain CPU 1. Shared by the loss families' autograd Functions.
+// in place on the saved buffer when this backward is its last use, and skipped when the loss is
+// reduced and grad_output is a plain CPU 1. Shared by the loss families' autograd Functions.
 
 #include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/graph_task.h>
+
+#include <optional>
+#include <string>
 
 namespace fusedloss {
 namespace autograd {
+
+// create_graph=True asks for a differentiable gradient. A saved gradient is a constant to
+// autograd, so its second derivative would silently be zero: every fused loss refuses instead.
+inline void refuse_double_backward(const std::string& op) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), "fusedloss.", op,
+              ": double backward (backward with create_graph=True) is not supported; the fused "
+              "kernel saves only the first derivative. Compute the loss with torch.nn.functional "
+              "where second derivatives are needed.");
+}
+
+// Class or element weights are constants in torch's losses too.
+inline void refuse_weight_gradient(const std::string& op, const char* name,
+                                   const std::optional<at::Tensor>& weight) {
+  TORCH_CHECK(!at::GradMode::is_enabled() || !weight.has_value() || !weight->requires_grad(),
+              "fusedloss.", op, ": the derivative for '", name,
+              "' is not implemented (as in torch)");
+}
 
 // True when `scale` is a plain CPU number equal to 1, so multiplying by it can be skipped. Never
 // reads the value of a GPU tensor (that would synchronize) or of a traced one (torch.compile).

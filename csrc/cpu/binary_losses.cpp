@@ -1,7 +1,7 @@
 // CPU engine instantiated for the binary classification and margin losses.
 
 #include "cpu/pointwise_engine.h"
-#include "cpu/vector_math.h"  // first: SIMD declarations of exp/log before any other use
+#include "cpu/vector_math.h"  // SIMD (libmvec) declarations of exp/log/tanh
 
 namespace fusedloss {
 namespace cpu {

@@ -16,7 +16,7 @@
 
 #include "cpu/element_convert.h"
 #include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES
-#include "cpu/vector_math.h"       // first: SIMD declarations of exp/log/tanh before any other use
+#include "cpu/vector_math.h"       // SIMD (libmvec) declarations of exp/log/tanh
 #include "kernels/multiclass_loss.h"
 
 namespace fusedloss {
@@ -25,9 +25,6 @@ namespace {
 
 using formulas::softcap_slope;
 using formulas::softcapped;
-
-template <typename scalar_t>
-using acc_t = engine::acc_t<scalar_t>;
 
 template <typename scalar_t>
 struct Rows {
@@ -100,12 +97,13 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
 #pragma omp simd reduction(+ : sum, q_total, q_dot_x)
     for (int64_t c = 0; c < C; ++c) {
       acc v = load_as_acc(x[c]);
-      if constexpr (kCap) v = cap * formulas::tanh_of(v / cap);
+      if constexpr (kCap) v = cap * formulas::tanh_of(v / cap);  // softcapped(), cap > 0 known
       const acc ec = formulas::exp_of(v - max);
       sum += ec;
       if constexpr (kGrad) e[c] = ec;
       if constexpr (kSpread) {  // without, no 0 * -inf from an -inf logit
-        const acc q = kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c];
+        const acc q = formulas::cross_entropy_q<kProb>(w[c], kProb ? load_as_acc(y[c]) : acc(0),
+                                                       keep, spread);
         q_total += q;
         q_dot_x += q * v;
       }
@@ -122,22 +120,24 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
     for (int64_t c = 0; c < C; ++c) {
       acc gc = e[c] * row.p_scale;
       if constexpr (kSpread) {
-        gc -= (kProb ? w[c] * (keep * load_as_acc(y[c]) + spread) : spread * w[c]) * row.q_scale;
+        gc -= formulas::cross_entropy_q<kProb>(w[c], kProb ? load_as_acc(y[c]) : acc(0), keep,
+                                               spread) *
+              row.q_scale;
       }
       if constexpr (kCap)
         gc *= softcap_slope(cap * formulas::tanh_of(load_as_acc(x[c]) / cap), cap);
       g[c] = store_from_acc<scalar_t>(gc);
     }
     if constexpr (!kProb) {
-      const acc q = spread * w[t];
+      const acc q = formulas::cross_entropy_q<false>(w[t], acc(0), keep, spread);
       g[t] = store_from_acc<scalar_t>((e[t] * row.p_scale - q * row.q_scale - row.target_scale) *
                                       softcap_slope(target_logit, cap));
     } else if (gt) {
-      // d(loss)/d(y_c) = w_c (1 - eps) (lse - x'_c), scaled like the loss.
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) {
         const acc v = softcapped(load_as_acc(x[c]), cap);
-        gt[c] = store_from_acc<scalar_t>(w[c] * keep * (row.lse - v) * row.q_scale);
+        gt[c] = store_from_acc<scalar_t>(
+            formulas::cross_entropy_target_grad(w[c], keep, row.lse, v, row.q_scale));
       }
     }
   }

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "cpu/element_convert.h"
-#include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES, acc_t
+#include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES
 #include "kernels/multiclass_loss.h"
 
 namespace fusedloss {
@@ -16,9 +16,8 @@ namespace {
 
 template <typename scalar_t, bool kSquared, bool kGrad>
 FUSEDLOSS_CPU_CLONES void rows_range(const MultiMarginSpec& spec, const MultiMarginOperands& o,
-                                     const engine::acc_t<scalar_t>* weight, int64_t begin,
-                                     int64_t end) {
-  using acc = engine::acc_t<scalar_t>;
+                                     const acc_t<scalar_t>* weight, int64_t begin, int64_t end) {
+  using acc = acc_t<scalar_t>;
   const int64_t C = o.input.size(1);
   const scalar_t* input = o.input.const_data_ptr<scalar_t>();
   const int64_t* target = o.target.const_data_ptr<int64_t>();
@@ -47,7 +46,7 @@ FUSEDLOSS_CPU_CLONES void rows_range(const MultiMarginSpec& spec, const MultiMar
 
 template <typename scalar_t>
 void run(const MultiMarginSpec& spec, const MultiMarginOperands& o) {
-  using acc = engine::acc_t<scalar_t>;
+  using acc = acc_t<scalar_t>;
   const int64_t rows = o.input.size(0), C = o.input.size(1);
   std::vector<acc> weight(static_cast<size_t>(C), acc(1));
   if (o.weight.defined()) {

@@ -30,8 +30,7 @@ namespace engine {
 constexpr int64_t kChunk = 1 << 15;  // elements per parallel task
 constexpr int64_t kBlock = 512;      // elements summed in the accumulation type before widening
 
-template <typename scalar_t>
-using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+using ::fusedloss::acc_t;
 
 // weight or pos_weight, repeating with a period along the flat index. at(i, len) gives the
 // values from element i on, shortening len so the run never wraps around the period. Short

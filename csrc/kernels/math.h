@@ -9,8 +9,14 @@
 #include <c10/macros/Macros.h>
 
 #include <cmath>
+#include <type_traits>
 
 namespace fusedloss {
+
+// The type every engine accumulates in: float for float32/float16/bfloat16, double for float64.
+template <typename scalar_t>
+using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
 namespace formulas {
 
 C10_HOST_DEVICE inline float exp_of(float v) { return expf(v); }

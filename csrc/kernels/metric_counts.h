@@ -1,6 +1,7 @@
 #pragma once
-// The counting engine of the metrics, shared by the CPU and CUDA kernels: what one sample adds to
-// the classification counts (a confusion matrix and top-k hits) and to the regression moments.
+// The counting engine of the metrics: the spec and operands the CPU and CUDA kernels share (the
+// classification counts: a confusion matrix and top-k hits; the regression moments), and the
+// kernels' declarations.
 
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>

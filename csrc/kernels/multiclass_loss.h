@@ -72,6 +72,20 @@ C10_HOST_DEVICE inline T softcap_slope(T capped, T cap) {
   return T(1) - r * r;
 }
 
+// q_c of the header comment: a probability target's smoothed, weighted share of class c
+// (y = its probability, keep = 1 - eps, spread = eps / C), or the smoothing share of a class-index
+// target (y unused).
+template <bool kProbabilities, typename T>
+C10_HOST_DEVICE inline T cross_entropy_q(T w, T y, T keep, T spread) {
+  return kProbabilities ? w * (keep * y + spread) : spread * w;
+}
+
+// d(loss)/d(y_c) of a probability target: w_c (1 - eps) (lse - x'_c), times the loss's scale.
+template <typename T>
+C10_HOST_DEVICE inline T cross_entropy_target_grad(T w, T keep, T lse, T capped, T scale) {
+  return w * keep * (lse - capped) * scale;
+}
+
 // The per-row numbers of the cross entropy once the row has been read: the loss terms and the
 // coefficients of its gradient g_j = (e_j * p_scale - q_j * q_scale - [j == t] * target_scale),
 // with e_j = exp(x'_j - max) (so p_j = e_j / sum).

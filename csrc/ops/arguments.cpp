@@ -23,5 +23,9 @@ at::ScalarType accumulation_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+int64_t first_true_position(const at::Tensor& mask) {
+  return mask.reshape({-1}).nonzero().select(1, 0)[0].item<int64_t>();
+}
+
 }  // namespace ops
 }  // namespace fusedloss

@@ -3,6 +3,7 @@
 // take.
 
 #include <ATen/core/Reduction.h>
+#include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/string_view.h>
 
@@ -17,6 +18,10 @@ bool is_supported_dtype(at::ScalarType t);
 
 // float for float32/float16/bfloat16, double for float64.
 at::ScalarType accumulation_dtype(at::ScalarType t);
+
+// The flat position of the first true element of a boolean mask with at least one (an error
+// path: it reads the position back from the device).
+int64_t first_true_position(const at::Tensor& mask);
 
 }  // namespace ops
 }  // namespace fusedloss

@@ -33,7 +33,7 @@ at::Tensor checked_class_targets(c10::string_view op, const at::Tensor& target, 
   if (check) {
     const at::Tensor bad = t.ne(ignore_index).logical_and_(t.lt(0).logical_or_(t.ge(classes)));
     if (bad.any().item<bool>()) {
-      const int64_t at = bad.nonzero().select(1, 0)[0].item<int64_t>();
+      const int64_t at = first_true_position(bad);
       TORCH_CHECK_INDEX(false, "fusedloss.", op, ": target ", t[at].item<int64_t>(),
                         " is out of bounds: expected a class in [0, ", classes,
                         ") or ignore_index (", ignore_index, "); found at position ", at,

@@ -114,13 +114,13 @@ void raise_on_bad_labels_now(const ClassificationCounts& io, const Classificatio
   Tensor valid = io.target.ge(0).logical_and_(io.target.lt(spec.num_classes));
   if (spec.has_ignore_index) valid.logical_or_(io.target.eq(spec.ignore_index));
   if (!valid.all().item<bool>()) {
-    const int64_t at = valid.logical_not().nonzero()[0][0].item<int64_t>();
+    const int64_t at = first_true_position(valid.logical_not());
     TORCH_CHECK_VALUE(false, "fusedloss.metrics: target ", io.target[at].item<int64_t>(),
                       " at position ", at, " is not a class in [0, ", spec.num_classes, ")",
                       spec.has_ignore_index ? " nor ignore_index" : "");
   }
   const Tensor bad = io.preds.lt(0).logical_or_(io.preds.ge(spec.num_classes));
-  const int64_t at = bad.nonzero()[0][0].item<int64_t>();
+  const int64_t at = first_true_position(bad);
   TORCH_CHECK_VALUE(false, "fusedloss.metrics: predicted label ", io.preds[at].item<int64_t>(),
                     " at position ", at, " is not a class in [0, ", spec.num_classes, ")");
 }

@@ -325,7 +325,7 @@ std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(const Tensor& input, c
   o.target = target.reshape({-1}).contiguous();
   const Tensor bad = o.target.lt(0).logical_or_(o.target.ge(classes));
   if (bad.any().item<bool>()) {
-    const int64_t at = bad.nonzero().select(1, 0)[0].item<int64_t>();
+    const int64_t at = first_true_position(bad);
     TORCH_CHECK(false, "fusedloss.multi_margin_loss: target ", o.target[at].item<int64_t>(),
                 " is out of range: expected a class in [0, ", classes, "); found at position ", at);
   }

@@ -1,5 +1,4 @@
-"""Metrics against torchmetrics (and float64 formulas / scikit-learn where torchmetrics computes in
-float32): random and imbalanced data, classes that never occur, ignore_index, all-ignored
+"""Metrics against torchmetrics (and a float64 formula where torchmetrics computes in float32): random and imbalanced data, classes that never occur, ignore_index, all-ignored
 batches, zero_division, streaming over many batches equals one batch, merge, bad input."""
 
 import warnings
@@ -132,6 +131,13 @@ def test_streaming_over_batches_equals_one_batch(cls, name, kw, device):
     a.update(scores[:400], target[:400])
     b.update(scores[400:], target[400:])
     assert torch.equal(a.merge(b).compute(), one_batch)
+    # And against torchmetrics' streaming class over the same batches.
+    theirs = {"accuracy": tm.classification.MulticlassAccuracy, "precision": tm.classification.MulticlassPrecision,
+              "recall": tm.classification.MulticlassRecall, "f1_score": tm.classification.MulticlassF1Score,
+              "confusion_matrix": tm.classification.MulticlassConfusionMatrix}[name](num_classes=5, **kw)
+    for s, t in zip(scores.split(77), target.split(77)):
+        theirs.update(s.cpu(), t.cpu())
+    close(metric.compute(), theirs.compute())
     metric.reset()
     metric.update(scores[:10], target[:10])
     assert torch.equal(metric.compute(), call(name, M, scores[:10], target[:10], task="multiclass",
@@ -245,3 +251,26 @@ def test_opcheck_counting_ops(device):
     scores, target = multiclass_data(20, 4, device)
     torch.library.opcheck(torch.ops.fusedloss._classification_counts, (scores, target, "multiclass", 4, 0.5, 2, None))
     torch.library.opcheck(torch.ops.fusedloss._regression_moments, (scores[:, :2], scores[:, 2:]))
+
+
+def test_call_returns_the_batch_value_and_keeps_the_total(device):
+    """metric(preds, target) as a torchmetrics forward: the batch's value, accumulated state."""
+    scores, target = multiclass_data(400, 5, device, seed=11)
+    ours = M.F1Score("multiclass", num_classes=5, average="macro")
+    theirs = tm.classification.MulticlassF1Score(num_classes=5, average="macro")
+    for s, t in zip(scores.split(150), target.split(150)):
+        close(ours(s, t), theirs(s.cpu(), t.cpu()))
+    close(ours.compute(), theirs.compute())
+
+
+def test_regression_streaming_matches_torchmetrics(device):
+    g = torch.Generator().manual_seed(12)
+    t = torch.randn(900, 2, generator=g) * 2 + 3
+    p = t + torch.randn(900, 2, generator=g)
+    for ours, theirs in [(M.MeanAbsoluteError(num_outputs=2), tm.MeanAbsoluteError(num_outputs=2)),
+                         (M.MeanSquaredError(), tm.MeanSquaredError()),
+                         (M.R2Score(multioutput="raw_values"), tm.R2Score(multioutput="raw_values"))]:
+        for a, b in zip(p.split(100), t.split(100)):
+            ours.update(a.to(device), b.to(device))
+            theirs.update(a, b)
+        close(ours.compute(), theirs.compute(), atol=1e-5)

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import test_binary_losses as binary
@@ -129,8 +129,7 @@ def test_linear_cross_entropy(data):
                "label_smoothing": data.draw(st.sampled_from([0.0, 0.3])),
                "z_loss": data.draw(st.sampled_from([0.0, 0.01])),
                "softcap": data.draw(st.sampled_from([None, 4.0]))}
-    if (t == -100).all() and reduction == "mean":
-        return  # every token ignored: NaN, covered by its own test
+    assume(not ((t == -100).all() and reduction == "mean"))  # NaN: covered by its own test
     linear.check(x, w, b, t, dtype, reduction, **options)
 
 
