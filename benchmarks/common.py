@@ -1,9 +1,11 @@
 """Shared pieces of the side-by-side benchmarks: timing, bytes kept for backward, GPU peak memory,
-a copy baseline, and writing the Markdown and CSV results."""
+a copy baseline, per-variant step measurement under a time budget, and writing the Markdown and
+CSV results."""
 
 import csv
 import os
 import platform
+import time
 
 import torch
 from torch.utils import benchmark
@@ -38,6 +40,50 @@ def median_step_seconds(step, device, repeats):
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def event_median_seconds(step, device, repeats, warmup=2, repeat_seconds=0.02):
+    """Median seconds per step() over `repeats` timed repeats, after `warmup` calls (compilation
+    happens there). A repeat runs step() k times back to back, k chosen from the fastest warm-up
+    so that a repeat lasts about repeat_seconds; on CUDA it is timed with CUDA events around the k
+    calls (queued work, as in a training loop), elsewhere with perf_counter."""
+    import statistics
+    cuda = str(device).startswith("cuda")
+    one = repeat_seconds
+    for _ in range(warmup):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        one = min(one, time.perf_counter() - start)
+    k = max(1, min(100, int(repeat_seconds / max(one, 1e-6))))
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            begin = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            begin.record()
+            for _ in range(k):
+                step()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end) / 1e3 / k)
+        else:
+            start = time.perf_counter()
+            for _ in range(k):
+                step()
+            times.append((time.perf_counter() - start) / k)
+    return statistics.median(times)
+
+
+def copy_bytes_per_second(numel, dtype, device, repeats, repeat_seconds=0.02):
+    """Bytes read + written per second by dst.copy_(src) of numel values of dtype (preallocated),
+    timed as event_median_seconds times a step."""
+    src = torch.randn(numel, device=device, dtype=dtype)
+    dst = torch.empty_like(src)
+    seconds = event_median_seconds(lambda: dst.copy_(src), device, repeats,
+                                   repeat_seconds=repeat_seconds)
+    return 2 * src.numel() * src.element_size() / seconds
 
 
 def copy_bandwidth(numel, device):
@@ -132,3 +178,90 @@ def run_for_cpu_peak(script_args):
     return int(next(line.split()[1] for line in out.splitlines() if line.startswith("PEAK ")))
 
 
+# Side-by-side step measurement with per-variant errors (bench_gpu.py)
+
+def short(error):
+    """One line for a table cell."""
+    text = (str(error).strip().splitlines() or [""])[0].replace("|", "/")
+    return f"error: {type(error).__name__}: {text[:160]}"
+
+
+class Budget:
+    """A time budget: allows() says whether `need` seconds are left, noting what it skips."""
+    def __init__(self, seconds):
+        self.end, self.skipped = time.monotonic() + seconds, []
+
+    def left(self):
+        return self.end - time.monotonic()
+
+    def allows(self, need, what):
+        left = self.left()
+        if left < need:
+            self.skipped.append(f"skipped {what}: {left:.0f} s of the budget left, it needs "
+                                f"about {need} s")
+            print(self.skipped[-1], flush=True)
+        return left >= need
+
+
+def free(device):
+    """Waits for the device and returns cached CUDA blocks (between cases)."""
+    synchronize(device)
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def measure_steps(variants, leaves, call, device, repeats, repeat_seconds=0.02, peak=True):
+    """Times steps (clear the leaves' grads, loss = call(fn), loss.backward()) of each variant fn
+    with event_median_seconds: name -> {"s": seconds per step, "loss": value, "peak": CUDA bytes
+    above what was held before the step (None off CUDA)}, or an error string (out of memory, say:
+    the other variants still run)."""
+    def clear():
+        for leaf in leaves:
+            leaf.grad = None
+
+    def step_of(fn):
+        def step():
+            clear()
+            loss = call(fn)
+            loss.backward()
+            return loss.detach()
+        return step
+
+    out = {}
+    for name, fn in variants.items():
+        try:
+            step = step_of(fn)
+            loss = float(step())  # the first call (compilation) is a warm-up
+            seconds = event_median_seconds(step, device, repeats, repeat_seconds=repeat_seconds)
+            clear()
+            cuda = str(device).startswith("cuda")
+            cuda_peak = peak_cuda_bytes(step, device) if peak and cuda else None
+            out[name] = {"s": seconds, "loss": loss, "peak": cuda_peak}
+        except Exception as error:
+            out[name] = short(error)
+            print(name, out[name], flush=True)
+        clear()
+        free(device)
+    return out
+
+
+def field(res, name, fmt):
+    """fmt(result) of a measure_steps() result; its error string, or n/a where it did not run."""
+    r = res.get(name, "n/a")
+    return fmt(r) if isinstance(r, dict) else r
+
+
+def ms(res, name):
+    return field(res, name, lambda r: f"{r['s'] * 1e3:.2f}")
+
+
+def ratio(res, slow, fast):
+    a, b = res.get(slow), res.get(fast)
+    return f"{a['s'] / b['s']:.2f}x" if isinstance(a, dict) and isinstance(b, dict) else "n/a"
+
+
+MiB = 2 ** 20
+
+
+def peak_mib(r, minus=0):
+    return "n/a" if r["peak"] is None else f"{max(r['peak'] - minus, 0) / MiB:.0f}"
