@@ -1,6 +1,7 @@
 // CUDA row engine of the multi-class hinge (multi_margin_loss): a warp (C <= 1024) or a block
 // owns a row, reads it once and writes the per-row loss and, when asked, the gradient. The
-// group's sums are reduced in a fixed order (no atomics).
+// group's sums are reduced in a fixed order (no atomics). A target out of range is recorded for a
+// deferred error (no synchronization) and makes its row NaN.
 
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -9,7 +10,9 @@
 
 #include <limits>
 
+#include "cuda/deferred_errors.cuh"
 #include "cuda/row_reduce.cuh"
+#include "engines/row_engines.h"
 #include "kernels/multiclass_loss.h"
 
 namespace fusedloss {
@@ -21,11 +24,12 @@ struct MarginRows {
   using acc = acc_t<scalar_t>;
   int64_t rows, num_classes;
   const scalar_t* input;
-  const int64_t* target;   // checked to be in range by the op layer
+  const int64_t* target;
   const scalar_t* weight;  // nullptr: ones
   acc* row_loss;
   scalar_t* grad_input;
   acc margin, grad_scale;
+  ErrorSink sink;
 };
 
 template <typename scalar_t, int kGroup, bool kSquared, bool kGrad>
@@ -39,6 +43,17 @@ __global__ void __launch_bounds__(kRowThreads) multi_margin_rows(MarginRows<scal
   const int64_t C = a.num_classes;
   const scalar_t* x = a.input + r * C;
   const int64_t t = a.target[r];
+  if (t < 0 || t >= C) {  // NaN, never an access out of bounds
+    const acc nan = std::numeric_limits<acc>::quiet_NaN();
+    if (lane == 0) {
+      report_bad_value(a.sink, r, t);
+      a.row_loss[r] = nan;
+    }
+    if constexpr (kGrad) {
+      for (int64_t c = lane; c < C; c += kGroup) a.grad_input[r * C + c] = static_cast<scalar_t>(nan);
+    }
+    return;
+  }
   const acc x_t = static_cast<acc>(x[t]);
   const acc w_over_c = (a.weight ? static_cast<acc>(a.weight[t]) : acc(1)) / static_cast<acc>(C);
   acc loss = 0, slope_sum = 0;
@@ -96,10 +111,12 @@ void run(const MultiMarginSpec& spec, const MultiMarginOperands& o) {
       o.row_loss.mutable_data_ptr<acc>(),
       o.grad_input.defined() ? o.grad_input.mutable_data_ptr<scalar_t>() : nullptr,
       static_cast<acc>(spec.margin),
-      static_cast<acc>(o.grad_scale)};
+      static_cast<acc>(o.grad_scale),
+      error_sink("multi_margin_loss", BadValueKind::MarginClassIndex, o.input.size(1))};
   const bool grad = o.grad_input.defined();
   spec.p == 2 ? launch_for_width<scalar_t, true>(a, grad)
               : launch_for_width<scalar_t, false>(a, grad);
+  after_launch(a.sink);
 }
 
 }  // namespace

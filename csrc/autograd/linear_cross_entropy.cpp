@@ -38,7 +38,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     if (reduction == "none") {
       auto outputs =
           ops::linear_cross_entropy_forward(input, linear_weight, target, linear_bias, weight, args,
-                                            std::nullopt, false, false, false, false);
+                                            std::nullopt, false, false, false);
       // Saved by reference (no copies): backward recomputes the chunks.
       ctx->save_for_backward({input, linear_weight, target, linear_bias.value_or(Tensor()),
                               weight.value_or(Tensor())});
@@ -49,12 +49,10 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
       ctx->saved_data["chunk_size"] = chunk_size;
       return std::get<0>(outputs);
     }
-    const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
-    auto [loss, z, gx, gw, gb, divisor] =
+    auto [loss, z, gx, gw, gb, scale] =
         ops::linear_cross_entropy_forward(input, linear_weight, target, linear_bias, weight, args,
-                                          std::nullopt, needs_x, needs_w, needs_b, mean_in_grad);
-    ctx->save_for_backward({gx, gw, gb, divisor});
-    ctx->saved_data["mean_in_grad"] = mean_in_grad;
+                                          std::nullopt, needs_x, needs_w, needs_b);
+    ctx->save_for_backward({gx, gw, gb, scale});
     return loss;
   }
 
@@ -76,20 +74,19 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
                                              /*check_target=*/false};
       auto outputs = ops::linear_cross_entropy_forward(
           saved[0], saved[1], saved[2], optional(saved[3]), optional(saved[4]), args,
-          grad_outputs[0], needs[0], needs[1], needs[2], false);
+          grad_outputs[0], needs[0], needs[1], needs[2]);
       if (needs[0]) grads[0] = std::get<2>(outputs);
       if (needs[1]) grads[1] = std::get<3>(outputs);
       if (needs[2]) grads[3] = std::get<4>(outputs);
       return grads;
     }
-    Scale scale{grad_outputs[0], true, false};
-    if (!ctx->saved_data["mean_in_grad"].toBool()) {
-      scale = {mean_factor(grad_outputs[0], saved[3]), true, true};
-    }
     const bool last_use = saved_buffers_die_after_backward();
-    if (needs[0]) grads[0] = scaled(saved[0], scale, last_use);
-    if (needs[1]) grads[1] = scaled(saved[1], scale, last_use);
-    if (needs[2]) grads[3] = scaled(saved[2], scale, last_use);
+    const auto scale = [&](const Tensor& gradient) {
+      return scaled(gradient, grad_outputs[0], saved[3], /*reduced=*/true, last_use);
+    };
+    if (needs[0]) grads[0] = scale(saved[0]);
+    if (needs[1]) grads[1] = scale(saved[1]);
+    if (needs[2]) grads[3] = scale(saved[2]);
     return grads;
   }
 };
@@ -107,7 +104,7 @@ Tensor with_gradients(const Tensor& input, const Tensor& linear_weight, const Te
     return std::get<0>(ops::linear_cross_entropy_forward(
         input, linear_weight, target, linear_bias, weight,
         {ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size, check_target},
-        std::nullopt, false, false, false, false));
+        std::nullopt, false, false, false));
   }
   return LinearCrossEntropyFunction::apply(input, linear_weight, target, linear_bias, weight,
                                            ignore_index, std::string(reduction), label_smoothing,

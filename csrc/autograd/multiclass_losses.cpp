@@ -1,6 +1,7 @@
 // Autograd for cross_entropy and multi_margin_loss, in C++ so that TorchScript and LibTorch
 // programs get it too. The forward saves only the gradient the fused kernel wrote (for
-// float32/float64 'mean' it already holds 1/denominator); backward scales it by grad_output.
+// float32/float64 'mean' it already holds 1/denominator); backward scales it by grad_output and
+// the op's backward scale.
 // nll_loss needs none of this: it is a composite of ATen ops, differentiated by autograd.
 
 #include "ops/multiclass_losses.h"
@@ -19,17 +20,12 @@ using ops::OptionalTensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// How backward scales the saved gradient(s) for grad_output.
-Scale backward_scale(const Tensor& grad_output, const std::string& reduction, bool mean_in_grad,
-                     const Tensor& divisor, int64_t input_dim) {
-  if (reduction == "none") {
-    // Per row: broadcast along the class dimension (none for an input (C)).
-    return {input_dim >= 2 ? grad_output.unsqueeze(1) : grad_output, false, false};
-  }
-  if (reduction == "mean" && !mean_in_grad) {
-    return {mean_factor(grad_output, divisor), true, true};
-  }
-  return {grad_output, true, false};
+// The saved gradient times grad_output (per row for 'none': broadcast along the class dimension,
+// none for an input (C)) and the op's backward scale.
+Tensor scaled_gradient(const Tensor& gradient, const Tensor& grad_output, const Tensor& scale,
+                       bool reduced, int64_t input_dim, bool last_use) {
+  const Tensor factor = reduced || input_dim < 2 ? grad_output : grad_output.unsqueeze(1);
+  return scaled(gradient, factor, scale, reduced, last_use);
 }
 
 class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunction> {
@@ -39,18 +35,13 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
                                const std::string& reduction, double label_smoothing, double z_loss,
                                std::optional<double> softcap, bool check_target) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    const auto dtype = target.is_floating_point()
-                           ? c10::promoteTypes(input.scalar_type(), target.scalar_type())
-                           : input.scalar_type();
-    const bool mean_in_grad = !at::isReducedFloatingType(dtype);
     const bool target_grad = target.requires_grad();  // only probability targets can
     const ops::CrossEntropyArgs args{ignore_index, reduction, label_smoothing,
                                      z_loss,       softcap,   check_target};
     auto r = ops::cross_entropy_forward(input, target, weight, args, /*compute_grad=*/true,
-                                        target_grad, mean_in_grad);
-    ctx->save_for_backward({r.grad_input, r.grad_target, r.grad_divisor});
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["mean_in_grad"] = mean_in_grad;
+                                        target_grad);
+    ctx->save_for_backward({r.grad_input, r.grad_target, r.backward_scale});
+    ctx->saved_data["reduced"] = reduction != "none";
     ctx->saved_data["input_dim"] = input.dim();
     ctx->mark_non_differentiable({r.z_loss});  // for logging: it is already part of the loss
     return {r.loss, r.z_loss};
@@ -59,13 +50,15 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     refuse_double_backward("cross_entropy");
     const auto saved = ctx->get_saved_variables();
-    const Scale scale = backward_scale(grad_outputs[0], ctx->saved_data["reduction"].toStringRef(),
-                                       ctx->saved_data["mean_in_grad"].toBool(), saved[2],
-                                       ctx->saved_data["input_dim"].toInt());
+    const bool reduced = ctx->saved_data["reduced"].toBool();
+    const int64_t input_dim = ctx->saved_data["input_dim"].toInt();
     const bool last_use = saved_buffers_die_after_backward();
     variable_list grads(9);
-    if (ctx->needs_input_grad(0)) grads[0] = scaled(saved[0], scale, last_use);
-    if (ctx->needs_input_grad(1)) grads[1] = scaled(saved[1], scale, last_use);
+    for (int i : {0, 1}) {
+      if (!ctx->needs_input_grad(i)) continue;
+      grads[i] =
+          scaled_gradient(saved[i], grad_outputs[0], saved[2], reduced, input_dim, last_use);
+    }
     return grads;
   }
 };
@@ -75,12 +68,10 @@ class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction
   static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& target, int64_t p,
                         double margin, const OptionalTensor& weight, const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    const bool mean_in_grad = !at::isReducedFloatingType(input.scalar_type());
-    auto [loss, grad_input, divisor] = ops::multi_margin_loss_forward(
-        input, target, p, margin, weight, reduction, true, mean_in_grad);
-    ctx->save_for_backward({grad_input, divisor});
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["mean_in_grad"] = mean_in_grad;
+    auto [loss, grad_input, scale] =
+        ops::multi_margin_loss_forward(input, target, p, margin, weight, reduction, true);
+    ctx->save_for_backward({grad_input, scale});
+    ctx->saved_data["reduced"] = reduction != "none";
     ctx->saved_data["input_dim"] = input.dim();
     return loss;
   }
@@ -88,12 +79,12 @@ class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     refuse_double_backward("multi_margin_loss");
     const auto saved = ctx->get_saved_variables();
-    const Scale scale = backward_scale(grad_outputs[0], ctx->saved_data["reduction"].toStringRef(),
-                                       ctx->saved_data["mean_in_grad"].toBool(), saved[1],
-                                       ctx->saved_data["input_dim"].toInt());
     Tensor grad_input;
     if (ctx->needs_input_grad(0)) {
-      grad_input = scaled(saved[0], scale, saved_buffers_die_after_backward());
+      grad_input = scaled_gradient(saved[0], grad_outputs[0], saved[1],
+                                   ctx->saved_data["reduced"].toBool(),
+                                   ctx->saved_data["input_dim"].toInt(),
+                                   saved_buffers_die_after_backward());
     }
     return {grad_input, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
@@ -106,7 +97,7 @@ std::tuple<Tensor, Tensor> cross_entropy_with_gradients(const Tensor& input, con
   refuse_weight_gradient("cross_entropy", "weight", weight);
   if (!at::GradMode::is_enabled() || !(input.requires_grad() || target.requires_grad())) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto r = ops::cross_entropy_forward(input, target, weight, args, false, false, false);
+    auto r = ops::cross_entropy_forward(input, target, weight, args, false, false);
     return {r.loss, r.z_loss};
   }
   auto outputs = CrossEntropyFunction::apply(input, target, weight, args.ignore_index,
@@ -122,7 +113,7 @@ Tensor multi_margin_with_gradients(const Tensor& input, const Tensor& target, in
   if (!at::GradMode::is_enabled() || !input.requires_grad()) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return std::get<0>(
-        ops::multi_margin_loss_forward(input, target, p, margin, weight, reduction, false, false));
+        ops::multi_margin_loss_forward(input, target, p, margin, weight, reduction, false));
   }
   return MultiMarginFunction::apply(input, target, p, margin, weight, std::string(reduction));
 }
@@ -132,6 +123,6 @@ Tensor multi_margin_with_gradients(const Tensor& input, const Tensor& target, in
 }  // namespace fusedloss
 
 TORCH_LIBRARY_IMPL(fusedloss, Autograd, m) {
-  FUSEDLOSS_IMPL_MULTICLASS_OPS(m, &fusedloss::autograd::cross_entropy_with_gradients,
-                                fusedloss::autograd::multi_margin_with_gradients);
+  FUSEDLOSS_IMPL_CROSS_ENTROPY_OPS(m, &fusedloss::autograd::cross_entropy_with_gradients);
+  m.impl("multi_margin_loss", TORCH_FN(fusedloss::autograd::multi_margin_with_gradients));
 }

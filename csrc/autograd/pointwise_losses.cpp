@@ -30,20 +30,16 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
                         const std::string& op, const std::vector<double>& params,
                         const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    // 1/n in half precision could underflow the saved gradient; those dtypes get it in backward.
-    const bool mean_in_grad =
-        !at::isReducedFloatingType(c10::promoteTypes(input.scalar_type(), target.scalar_type()));
     const bool target_formula =
         target.requires_grad() && ops::target_gradient(op) == TargetGradient::Formula;
-    auto [loss, grad_input, grad_target] =
+    auto [loss, grad_input, grad_target, scale] =
         ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction,
-                                    /*compute_grad=*/true, target_formula, mean_in_grad);
-    ctx->save_for_backward({grad_input, grad_target});
+                                    /*compute_grad=*/true, target_formula);
+    ctx->save_for_backward({grad_input, grad_target, scale});
     ctx->saved_data["input_shape"] = input.sym_sizes();
     ctx->saved_data["target_shape"] = target.sym_sizes();
     ctx->saved_data["op"] = op;
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["mean_in_grad"] = mean_in_grad;
+    ctx->saved_data["reduced"] = reduction != "none";
     return loss;
   }
 
@@ -51,14 +47,10 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     const std::string op = ctx->saved_data["op"].toStringRef();
     refuse_double_backward(op);
     const auto saved = ctx->get_saved_variables();
-    const std::string& reduction = ctx->saved_data["reduction"].toStringRef();
-    const bool reduced = reduction != "none";
-
-    Scale scale{grad_outputs[0], reduced, false};
-    if (reduction == "mean" && !ctx->saved_data["mean_in_grad"].toBool()) {
-      scale.factor = scale.factor.to(at::kFloat).div(c10::Scalar(saved[0].sym_numel()));
-      scale.in_float = true;
-    }
+    const bool reduced = ctx->saved_data["reduced"].toBool();
+    const auto scaled_by_output = [&](const Tensor& gradient, bool reuse_buffer) {
+      return scaled(gradient, grad_outputs[0], saved[2], reduced, reuse_buffer);
+    };
     const bool last_use = saved_buffers_die_after_backward();
 
     Tensor grad_target;
@@ -66,12 +58,12 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
       switch (ops::target_gradient(op)) {
         case TargetGradient::NegatedInputGradient: {
           // Out of place: saved[0] is still needed for the input gradient below.
-          const Tensor product = scaled(saved[0], scale, /*reuse_buffer=*/false);
+          const Tensor product = scaled_by_output(saved[0], /*reuse_buffer=*/false);
           grad_target = product.is_same(saved[0]) ? product.neg() : product.neg_();
           break;
         }
         case TargetGradient::Formula:
-          grad_target = scaled(saved[1], scale, last_use);
+          grad_target = scaled_by_output(saved[1], last_use);
           break;
         case TargetGradient::NotDifferentiable:
           TORCH_CHECK(false, "fusedloss.", op,
@@ -86,7 +78,7 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     }
     Tensor grad_input;
     if (ctx->needs_input_grad(0)) {
-      grad_input = at::sum_to(scaled(saved[0], scale, last_use),
+      grad_input = at::sum_to(scaled_by_output(saved[0], last_use),
                               ctx->saved_data["input_shape"].toSymIntVector());
     }
     return {grad_input, grad_target, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};

@@ -1,7 +1,7 @@
 #pragma once
-// Backward of a fused loss that saved its gradient in the forward: a scale by grad_output, done
-// in place on the saved buffer when this backward is its last use, and skipped when the loss is
-// reduced and grad_output is a plain CPU 1. Shared by the loss families' autograd Functions.
+// Backward of a fused loss that saved its gradient in the forward: a scale by grad_output (and the
+// op's backward scale), done in place on the saved buffer when this backward is its last use.
+// Shared by the loss families' autograd Functions.
 
 #include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/Tensor.h>
@@ -10,6 +10,8 @@
 
 #include <optional>
 #include <string>
+
+#include "ops/scale_gradient.h"
 
 namespace fusedloss {
 namespace autograd {
@@ -38,32 +40,18 @@ inline bool is_plain_cpu_one(const at::Tensor& scale) {
          scale.item<double>() == 1.0;
 }
 
-// What backward multiplies a saved gradient by.
-struct Scale {
-  at::Tensor factor;      // grad_output (broadcastable to the gradient), or 0-d when reduced
-  bool reduced = false;   // 'mean' or 'sum'
-  bool in_float = false;  // factor is grad_output / n in float: see scaled()
-};
-
-// gradient * scale. When the forward left out the 1/n of a float16/bfloat16 mean, the product is
-// formed in float and rounded once: a GPU kernel reads a 0-d float factor at the gradient's half
-// precision, where 1/n underflows. Otherwise the saved buffer is reused in place when this
-// backward is its last use (reuse_buffer).
-inline at::Tensor scaled(const at::Tensor& gradient, const Scale& scale, bool reuse_buffer) {
-  if (scale.in_float) {
-    return gradient.to(at::kFloat).mul_(scale.factor).to(gradient.scalar_type());
-  }
-  if (scale.reduced && is_plain_cpu_one(scale.factor)) return gradient;
-  return reuse_buffer ? gradient.mul_(scale.factor) : gradient.mul(scale.factor);
-}
-
-// grad_output / divisor in float, for a 'mean' whose 1/divisor backward applies. A zero divisor
-// (every target ignored) gives 0, not inf: the saved gradient is 0 there, and 0 * inf would be NaN
-// where torch's gradient is 0.
-inline at::Tensor mean_factor(const at::Tensor& grad_output, const at::Tensor& divisor) {
-  const at::Tensor d = divisor.to(at::kFloat);
-  const at::Tensor factor = grad_output.to(at::kFloat).div(d);
-  return factor.masked_fill(d.eq(0), 0.0);
+// The backward of a fused loss: the saved gradient times grad_output, and for a reduced loss
+// times the op's backward scale too (ops/scale_gradient.h: one kernel, the product formed in the
+// accumulation type). For 'none', grad_output is broadcast to the gradient (the caller shapes it).
+// The saved buffer is scaled in place when this backward is its last use (reuse_buffer); nothing
+// is done when both factors are a plain CPU 1.
+inline at::Tensor scaled(const at::Tensor& gradient, const at::Tensor& grad_output,
+                         const at::Tensor& backward_scale, bool reduced, bool reuse_buffer) {
+  if (!reduced) return reuse_buffer ? gradient.mul_(grad_output) : gradient.mul(grad_output);
+  if (is_plain_cpu_one(grad_output) && is_plain_cpu_one(backward_scale)) return gradient;
+  at::Tensor out = reuse_buffer ? gradient : gradient.clone();
+  ops::scale_gradient_(out, grad_output.to(gradient.scalar_type()), backward_scale);
+  return out;
 }
 
 // The graph is freed after this backward: the engine releases the saved variables next, so their

@@ -5,19 +5,23 @@
 //   B. e_c = exp(x'_c - max) into a per-thread scratch row, with the sums (read 2);
 //   C. the gradient from the scratch row (written once), only when a gradient is asked for.
 // exp is computed once per logit. A row of up to ~64K float32 logits stays in L2 between the
-// sweeps. Per-row results go to row_loss; the op layer sums rows in order, so the loss is the
-// same for any thread count.
+// sweeps. A whole cross_entropy call first reads the targets (the bad-index check, raised at once,
+// and the denominators of 'mean'), then the rows, then sums the per-row values in row order, so
+// the loss is the same for any thread count.
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "cpu/element_convert.h"
 #include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES
 #include "cpu/vector_math.h"       // SIMD (libmvec) declarations of exp/log/tanh
+#include "engines/row_engines.h"
 #include "kernels/multiclass_loss.h"
+#include "ops/bad_values.h"
 
 namespace fusedloss {
 namespace cpu {
@@ -155,8 +159,11 @@ void rows_range_dispatch(const Rows<scalar_t>& a, int64_t begin, int64_t end, ac
   }
 }
 
+// The rows [0, rows) with the given gradient factors; per-row values into row_loss/row_z_loss.
 template <typename scalar_t>
-void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
+void run_rows(const CrossEntropySpec& spec, const CrossEntropyOperands& o,
+              acc_t<scalar_t>* row_loss, acc_t<scalar_t>* row_z_loss, acc_t<scalar_t> scale,
+              acc_t<scalar_t> z_scale) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = o.logits.size(0), C = spec.num_classes;
   std::vector<acc> weight(static_cast<size_t>(C), acc(1));
@@ -164,22 +171,21 @@ void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
     const scalar_t* w = o.weight.const_data_ptr<scalar_t>();
     for (int64_t c = 0; c < C; ++c) weight[c] = load_as_acc(w[c]);
   }
-  const acc* scales = o.grad_scales.const_data_ptr<acc>();
   Rows<scalar_t> a{C,
                    o.logits.const_data_ptr<scalar_t>(),
                    spec.probability_targets ? nullptr : o.target.const_data_ptr<int64_t>(),
                    spec.probability_targets ? o.target.const_data_ptr<scalar_t>() : nullptr,
                    weight.data(),
-                   o.row_loss.mutable_data_ptr<acc>(),
-                   o.row_z_loss.defined() ? o.row_z_loss.mutable_data_ptr<acc>() : nullptr,
+                   row_loss,
+                   row_z_loss,
                    o.grad_input.defined() ? o.grad_input.mutable_data_ptr<scalar_t>() : nullptr,
                    o.grad_target.defined() ? o.grad_target.mutable_data_ptr<scalar_t>() : nullptr,
                    spec.ignore_index,
                    static_cast<acc>(spec.label_smoothing),
                    static_cast<acc>(spec.z_loss),
                    static_cast<acc>(spec.softcap),
-                   scales[0],
-                   scales[1]};
+                   scale,
+                   z_scale};
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(C, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc> scratch(a.grad_input ? static_cast<size_t>(C) : 0);
@@ -192,6 +198,85 @@ void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
           : rows_range_dispatch<scalar_t, false, false>(a, begin, end, scratch.data());
     }
   });
+}
+
+// The denominators of 'mean': the summed weights of the non-ignored targets (W) and their count
+// (n), in row order; and the bad-index check, raised at once.
+template <typename scalar_t>
+std::pair<double, double> read_targets(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
+  const int64_t rows = o.logits.size(0), C = spec.num_classes;
+  if (spec.probability_targets) return {static_cast<double>(rows), static_cast<double>(rows)};
+  const int64_t* t = o.target.const_data_ptr<int64_t>();
+  const scalar_t* w = o.weight.defined() ? o.weight.const_data_ptr<scalar_t>() : nullptr;
+  double W = 0, n = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (t[r] == spec.ignore_index) continue;
+    if (t[r] < 0 || t[r] >= C) {
+      if (!spec.check_target) continue;
+      BadValueRecord bad = empty_bad_value_record();
+      bad.kind = static_cast<int32_t>(BadValueKind::ClassIndex);
+      bad.op = reinterpret_cast<unsigned long long>(spec.op);
+      bad.position = r;
+      bad.value = t[r];
+      bad.limit = C;
+      bad.extra = spec.ignore_index;
+      raise_bad_value(bad);
+    }
+    W += w ? static_cast<double>(load_as_acc(w[t[r]])) : 1.0;
+    n += 1;
+  }
+  return {W, n};
+}
+
+// A whole cross_entropy call (CrossEntropyOperands::loss defined).
+template <typename scalar_t>
+void run_whole(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
+  using acc = acc_t<scalar_t>;
+  const int64_t rows = o.logits.size(0);
+  const auto [W, n] = read_targets<scalar_t>(spec, o);
+  const bool mean = spec.reduction == at::Reduction::Mean;
+  // The two gradient terms' factors, and what backward applies (see CrossEntropySpec).
+  acc scale = 1, z_scale = 1, backward = 1;
+  if (mean && spec.fold_mean) {
+    scale = static_cast<acc>(1.0 / W);
+    z_scale = static_cast<acc>(1.0 / n);
+  } else if (mean) {
+    z_scale = static_cast<acc>(W / n);
+    backward = W == 0 ? acc(0) : static_cast<acc>(1.0 / W);  // 0 * inf would be NaN
+  }
+  std::vector<acc> row_loss(static_cast<size_t>(rows)), row_z(spec.z_loss != 0 ? rows : 0);
+  run_rows<scalar_t>(spec, o, row_loss.data(), row_z.empty() ? nullptr : row_z.data(), scale,
+                     z_scale);
+  scalar_t* loss = o.loss.mutable_data_ptr<scalar_t>();
+  scalar_t* z_loss = o.z_loss.mutable_data_ptr<scalar_t>();
+  if (spec.reduction == at::Reduction::None) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const acc z = row_z.empty() ? acc(0) : row_z[r];
+      loss[r] = static_cast<scalar_t>(row_loss[r] + z);
+      z_loss[r] = static_cast<scalar_t>(z);
+    }
+    return;
+  }
+  *o.backward_scale.mutable_data_ptr<acc>() = backward;
+  double L = 0, Z = 0;
+  for (int64_t r = 0; r < rows; ++r) L += row_loss[r];
+  for (const acc z : row_z) Z += z;
+  if (mean) {
+    L /= W;  // 0 / 0 = NaN when every target is ignored, as torch
+    Z /= n;
+  }
+  *loss = static_cast<scalar_t>(L + Z);
+  *z_loss = static_cast<scalar_t>(Z);
+}
+
+template <typename scalar_t>
+void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
+  using acc = acc_t<scalar_t>;
+  if (o.loss.defined()) return run_whole<scalar_t>(spec, o);
+  const acc* scales = o.grad_scales.defined() ? o.grad_scales.const_data_ptr<acc>() : nullptr;
+  run_rows<scalar_t>(spec, o, o.row_loss.mutable_data_ptr<acc>(),
+                     o.row_z_loss.defined() ? o.row_z_loss.mutable_data_ptr<acc>() : nullptr,
+                     scales ? scales[0] : acc(1), scales ? scales[1] : acc(1));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "cpu/element_convert.h"
 #include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES
+#include "engines/row_engines.h"
 #include "kernels/multiclass_loss.h"
 
 namespace fusedloss {

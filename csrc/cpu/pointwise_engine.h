@@ -185,6 +185,8 @@ void launch(const PointwiseLossSpec& spec, const PointwiseOperands& o, Formula f
     double total = result.sum;
     if (spec.reduction == at::Reduction::Mean) total /= static_cast<double>(n);  // 0/0: NaN
     *o.loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
+    *o.backward_scale.mutable_data_ptr<acc_t<scalar_t>>() =
+        static_cast<acc_t<scalar_t>>(spec.backward_scale);
   }
   if (o.invalid_count.defined()) *o.invalid_count.mutable_data_ptr<int64_t>() = result.invalid;
 }

@@ -10,6 +10,7 @@
 // libfusedloss.so, so the linker keeps the library (even with --as-needed) and its static
 // registrations run when the program starts.
 
+#include "fusedloss/errors.h"
 #include "fusedloss/functional.h"
 #include "fusedloss/library.h"
 #include "fusedloss/metrics.h"

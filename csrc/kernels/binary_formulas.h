@@ -13,6 +13,7 @@ namespace formulas {
 // torch.nn.functional.binary_cross_entropy: x is a probability; each log is clamped at -100.
 template <typename T>
 struct BinaryCrossEntropy {
+  static constexpr bool kChecksTarget = false;  // valid() judges the input
   // Bitwise & and |, not && and ||: no branch, so the CPU loop stays vectorized.
   C10_HOST_DEVICE bool valid(T x, T /*t*/) const { return (x >= T(0)) & (x <= T(1)); }
   C10_HOST_DEVICE T value(T x, T t, T w, T /*p*/) const {
@@ -118,6 +119,7 @@ struct HingeEmbedding {
 // The subgradient at margin - t x = 0 is that of torch's clamp_min: 0.
 template <typename T, bool kSquared>
 struct Hinge {
+  static constexpr bool kChecksTarget = true;  // valid() judges the target
   T margin;
   C10_HOST_DEVICE bool valid(T /*x*/, T t) const { return (t == T(1)) | (t == T(-1)); }
   C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const {

@@ -1,6 +1,7 @@
 #pragma once
 // The multi-class (row) losses shared by the CPU and CUDA row engines: what one row of C logits
-// contributes to the loss and to d(loss)/d(logits), and the operands the engines work on.
+// contributes to the loss and to d(loss)/d(logits). Pure math: the engines' interface is
+// engines/row_engines.h.
 //
 // Cross entropy, in one form for class-index and class-probability targets. With logits x'
 // (after the optional softcap), lse = log sum_c exp(x'_c) and p_c = exp(x'_c - lse):
@@ -11,7 +12,6 @@
 //   probabilities y:                                hard = 0,  q_c = w_c ((1 - eps) y_c + eps / C)
 // which is torch's definition term by term. Softcap: x' = s tanh(x / s), dx'/dx = 1 - (x'/s)^2.
 
-#include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
@@ -20,42 +20,6 @@
 #include "kernels/math.h"
 
 namespace fusedloss {
-
-struct CrossEntropySpec {
-  int64_t num_classes = 0;
-  int64_t ignore_index = -100;
-  double label_smoothing = 0;
-  double z_loss = 0;
-  double softcap = 0;  // 0: none
-  bool probability_targets = false;
-};
-
-// Rows of logits and what the engine writes per row. The op layer lays them out: logits (R, C)
-// contiguous; the loss reduction over rows happens there, in a fixed order.
-struct CrossEntropyOperands {
-  at::Tensor logits;       // (R, C)
-  at::Tensor target;       // (R) int64 class indices, or (R, C) probabilities of logits' dtype
-  at::Tensor weight;       // (C) of logits' dtype, or undefined
-  at::Tensor grad_scales;  // (2) accumulation dtype: factors of the loss and z-loss gradient terms
-  at::Tensor row_loss;     // (R) accumulation dtype: cross entropy per row
-  at::Tensor row_z_loss;   // (R) accumulation dtype: z-loss per row; undefined when z_loss == 0
-  at::Tensor grad_input;   // (R, C) or undefined
-  at::Tensor grad_target;  // (R, C) (probability targets only) or undefined
-};
-
-struct MultiMarginSpec {
-  int64_t p = 1;
-  double margin = 1;
-};
-
-struct MultiMarginOperands {
-  at::Tensor input;       // (R, C)
-  at::Tensor target;      // (R) int64, checked to be in range
-  at::Tensor weight;      // (C) or undefined
-  double grad_scale = 1;  // folded into the gradient
-  at::Tensor row_loss;    // (R) accumulation dtype
-  at::Tensor grad_input;  // (R, C) or undefined
-};
 
 namespace formulas {
 
@@ -156,15 +120,5 @@ C10_HOST_DEVICE inline MultiMarginTerm<T> multi_margin_term(T x_j, T x_t, T marg
 }
 
 }  // namespace formulas
-
-// The row engines, one translation unit per family and device.
-namespace cpu {
-void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);
-void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
-}  // namespace cpu
-namespace cuda {
-void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);
-void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
-}  // namespace cuda
 
 }  // namespace fusedloss

@@ -7,6 +7,7 @@
 
 #include "kernels/binary_formulas.h"
 #include "kernels/regression_formulas.h"
+#include "ops/bad_values.h"
 
 namespace fusedloss {
 
@@ -32,18 +33,23 @@ struct PointwiseLossSpec {
   double param = 0;   // delta, beta, margin or alpha
   double param2 = 0;  // gamma (focal), squared (hinge, 0 or 1)
   at::Reduction::Reduction reduction = at::Reduction::Mean;  // torch's own enum
-  double grad_scale = 1.0;  // multiplies every gradient element (1/n folds in a mean)
+  double grad_scale = 1.0;      // multiplies every gradient element (1/n folds in a mean)
+  double backward_scale = 1.0;  // reduced: what backward multiplies grad_output by
+  const char* op = "";          // the public op's name (a string literal), for errors
+  BadValueKind bad_kind = BadValueKind::None;  // what an element the formula rejects is
 };
 
 // The tensors of one engine call. input, target and the outputs are contiguous with n elements.
 // weight and pos_weight are contiguous and repeat with their period along the flat index (the
 // period is their numel: n for a full tensor, C for a per-class vector, 1 for a scalar), or are
-// undefined (1 everywhere). loss is [n] for Reduction::None, 0-d otherwise. grad_input and
-// grad_target are written when defined; invalid_count (int64, 0-d) receives the number of
-// elements the formula rejects (input outside [0, 1] for BCE, labels other than +-1 for hinge).
+// undefined (1 everywhere). loss is [n] for Reduction::None, 0-d otherwise; backward_scale (0-d,
+// accumulation dtype) receives spec.backward_scale when the loss is reduced. grad_input and
+// grad_target are written when defined. Elements the formula rejects (input outside [0, 1] for
+// BCE, labels other than +-1 for hinge): the CPU engine counts them into invalid_count (int64,
+// 0-d) for the op to raise; the CUDA engine records them for a deferred error (ops/bad_values.h).
 struct PointwiseOperands {
   at::Tensor input, target, weight, pos_weight;
-  at::Tensor loss, grad_input, grad_target, invalid_count;
+  at::Tensor loss, backward_scale, grad_input, grad_target, invalid_count;
 };
 
 // A regression formula seen through the engines' element interface.

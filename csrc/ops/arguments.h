@@ -19,6 +19,11 @@ bool is_supported_dtype(at::ScalarType t);
 // float for float32/float16/bfloat16, double for float64.
 at::ScalarType accumulation_dtype(at::ScalarType t);
 
+// Whether the gradient a fused loss saves may hold the 1/n of reduction='mean': yes for float32
+// and float64; float16/bfloat16 gradients keep the sum's scale (1/n could underflow there) and
+// backward applies it in float (ops/scale_gradient.h). The one place this is decided.
+bool folds_mean_into_gradient(at::ScalarType dtype);
+
 // The flat position of the first true element of a boolean mask with at least one (an error
 // path: it reads the position back from the device).
 int64_t first_true_position(const at::Tensor& mask);

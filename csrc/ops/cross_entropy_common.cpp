@@ -2,6 +2,7 @@
 
 #include "ops/cross_entropy_common.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/stack.h>
@@ -11,6 +12,9 @@
 
 #include <cmath>
 #include <limits>
+
+#include "engines/row_engines.h"
+#include "ops/bad_values.h"
 
 namespace fusedloss {
 namespace ops {
@@ -30,6 +34,12 @@ at::Tensor checked_class_targets(c10::string_view op, const at::Tensor& target, 
                                  int64_t ignore_index, bool check) {
   // contiguous: the engines index row r at offset r (a strided or expanded target would not be).
   at::Tensor t = target.reshape({-1}).to(at::kLong).contiguous();
+#ifdef FUSEDLOSS_WITH_CUDA
+  if (check && t.is_cuda()) {
+    cuda::record_bad_class_targets(static_op_name(op), t, classes, ignore_index);
+    return t;
+  }
+#endif
   if (check) {
     const at::Tensor bad = t.ne(ignore_index).logical_and_(t.lt(0).logical_or_(t.ge(classes)));
     if (bad.any().item<bool>()) {
@@ -61,13 +71,21 @@ MeanDenominators class_index_denominators(const at::Tensor& t,
           t.ne(ignore_index).sum().to(acc_dtype)};
 }
 
-at::Tensor row_grad_scales(at::Reduction::Reduction reduction, bool mean_in_grad,
+at::Tensor row_grad_scales(at::Reduction::Reduction reduction, bool fold,
                            const MeanDenominators& d, const at::TensorOptions& acc_options) {
   if (reduction != at::Reduction::Mean) return at::ones({2}, acc_options);
-  if (mean_in_grad) {
+  if (fold) {
     return at::stack({d.total_weight.reciprocal(), d.valid_count.reciprocal()});
   }
   return at::stack({at::ones({}, acc_options), d.total_weight.div(d.valid_count)});
+}
+
+at::Tensor backward_scale(at::Reduction::Reduction reduction, bool fold, const MeanDenominators& d,
+                          const at::TensorOptions& acc_options) {
+  if (reduction == at::Reduction::None) return at::empty({0}, acc_options);
+  if (reduction == at::Reduction::Sum || fold) return at::ones({}, acc_options);
+  const at::Tensor w = d.total_weight.to(acc_options.dtype());
+  return at::where(w.eq(0), at::zeros({}, acc_options), w.reciprocal());
 }
 
 ReducedLoss reduce_rows(const at::Tensor& row_loss, const at::Tensor& row_z_loss,

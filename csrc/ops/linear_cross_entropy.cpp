@@ -21,7 +21,7 @@
 
 #include <algorithm>
 
-#include "kernels/multiclass_loss.h"
+#include "engines/row_engines.h"
 #include "ops/cross_entropy_common.h"
 
 namespace fusedloss {
@@ -84,8 +84,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
     const OptionalTensor& linear_bias, const OptionalTensor& weight, int64_t ignore_index,
     c10::string_view reduction_name, double label_smoothing, double z_loss,
     std::optional<double> softcap, std::optional<int64_t> chunk_size, bool check_target,
-    const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias,
-    bool mean_in_grad) {
+    const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias) {
   const auto reduction = parse_reduction(kOp, reduction_name);
   check_cross_entropy_options(kOp, label_smoothing, z_loss, softcap);
   check_problem(input, linear_weight, target, linear_bias, weight);
@@ -120,7 +119,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   spec.softcap = softcap.value_or(0);
   CrossEntropyOperands shared;  // what every chunk's operands have in common
   if (weight.has_value()) shared.weight = weight->contiguous();
-  shared.grad_scales = row_grad_scales(reduction, mean_in_grad, d, acc_options);
+  const bool fold = folds_mean_into_gradient(dtype);
+  shared.grad_scales = row_grad_scales(reduction, fold, d, acc_options);
   const Tensor row_loss = at::empty({rows}, acc_options);
   const Tensor row_z_loss = z_loss != 0 ? at::empty({rows}, acc_options) : Tensor();
 
@@ -168,13 +168,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
 
   auto [loss, z] = reduce_rows(row_loss, row_z_loss, reduction, d, target.sizes(), dtype);
   const auto empty = [&] { return at::empty({0}, input.options()); };
-  const bool mean_outside = reduction == at::Reduction::Mean && !mean_in_grad;
   return {loss,
           z,
           grad_input ? gx.view(input.sizes()) : empty(),
           grad_weight ? gw.to(dtype) : empty(),
           grad_bias ? gb.to(dtype) : empty(),
-          mean_outside ? d.total_weight : at::ones({}, acc_options)};
+          backward_scale(reduction, fold, d, acc_options)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_meta(
@@ -182,8 +181,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_meta(
     const OptionalTensor& linear_bias, const OptionalTensor& weight, int64_t ignore_index,
     c10::string_view reduction_name, double label_smoothing, double z_loss,
     std::optional<double> softcap, std::optional<int64_t> chunk_size, bool check_target,
-    const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias,
-    bool mean_in_grad) {
+    const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias) {
   const auto reduction = parse_reduction(kOp, reduction_name);
   check_cross_entropy_options(kOp, label_smoothing, z_loss, softcap);
   check_problem(input, linear_weight, target, linear_bias, weight);
@@ -200,7 +198,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_meta(
           like(grad_input, input),
           like(grad_weight, linear_weight),
           grad_bias ? like(true, *linear_bias) : at::empty({0}, options),
-          at::empty({}, options.dtype(accumulation_dtype(input.scalar_type())))};
+          at::empty(reduction == at::Reduction::None ? at::IntArrayRef{0} : at::IntArrayRef{},
+                    options.dtype(accumulation_dtype(input.scalar_type())))};
 }
 
 Tensor loss_only(const Tensor& input, const Tensor& linear_weight, const Tensor& target,
@@ -211,7 +210,7 @@ Tensor loss_only(const Tensor& input, const Tensor& linear_weight, const Tensor&
   return std::get<0>(linear_cross_entropy_forward(
       input, linear_weight, target, linear_bias, weight,
       {ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size, check_target},
-      std::nullopt, false, false, false, false));
+      std::nullopt, false, false, false));
 }
 
 }  // namespace
@@ -226,14 +225,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> linear_cross_entropy_
     const Tensor& input, const Tensor& linear_weight, const Tensor& target,
     const OptionalTensor& linear_bias, const OptionalTensor& weight,
     const LinearCrossEntropyArgs& args, const OptionalTensor& row_grad_scale, bool grad_input,
-    bool grad_weight, bool grad_bias, bool mean_in_grad) {
+    bool grad_weight, bool grad_bias) {
   static auto handle = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("fusedloss::_linear_cross_entropy", "")
                            .typed<decltype(forward_meta)>();
   return handle.call(input, linear_weight, target, linear_bias, weight, args.ignore_index,
                      args.reduction, args.label_smoothing, args.z_loss, args.softcap,
                      args.chunk_size, args.check_target, row_grad_scale, grad_input, grad_weight,
-                     grad_bias, mean_in_grad);
+                     grad_bias);
 }
 
 }  // namespace ops
@@ -249,9 +248,9 @@ TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
       "_linear_cross_entropy(Tensor input, Tensor linear_weight, Tensor target, "
       "Tensor? linear_bias, Tensor? weight, int ignore_index, str reduction, "
       "float label_smoothing, float z_loss, float? softcap, int? chunk_size, bool check_target, "
-      "Tensor? row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias, "
-      "bool mean_in_grad) -> (Tensor loss, Tensor z_loss, Tensor grad_input, "
-      "Tensor grad_linear_weight, Tensor grad_linear_bias, Tensor grad_divisor)");
+      "Tensor? row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias) "
+      "-> (Tensor loss, Tensor z_loss, Tensor grad_input, Tensor grad_linear_weight, "
+      "Tensor grad_linear_bias, Tensor backward_scale)");
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CompositeExplicitAutograd, m) {

@@ -29,14 +29,14 @@ constexpr int64_t kMinChunkRows = 128;
 int64_t default_chunk_rows(int64_t vocab, at::ScalarType dtype);
 
 // fusedloss::_linear_cross_entropy through the dispatcher. Returns (loss, z_loss, grad_input,
-// grad_linear_weight, grad_linear_bias, grad_divisor); the gradients asked for are those of the
-// loss (times row_grad_scale per row for reduction='none'), with the 1/denominator of 'mean'
-// folded in when mean_in_grad (else backward divides by grad_divisor).
+// grad_linear_weight, grad_linear_bias, backward_scale); the gradients asked for are those of the
+// loss (times row_grad_scale per row for reduction='none') up to backward_scale, the factor
+// backward multiplies grad_output by (1 where the 1/denominator of 'mean' is folded in).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> linear_cross_entropy_forward(
     const Tensor& input, const Tensor& linear_weight, const Tensor& target,
     const OptionalTensor& linear_bias, const OptionalTensor& weight,
     const LinearCrossEntropyArgs& args, const OptionalTensor& row_grad_scale, bool grad_input,
-    bool grad_weight, bool grad_bias, bool mean_in_grad);
+    bool grad_weight, bool grad_bias);
 
 }  // namespace ops
 }  // namespace fusedloss

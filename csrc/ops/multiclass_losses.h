@@ -26,25 +26,26 @@ struct CrossEntropyArgs {
 
 struct CrossEntropyResult {
   Tensor loss;
-  Tensor z_loss;        // the z-loss part of loss, reduced the same way (zeros when z_loss == 0)
-  Tensor grad_input;    // d(loss)/d(input) or empty
-  Tensor grad_target;   // d(loss)/d(target) (probability targets) or empty
-  Tensor grad_divisor;  // what backward divides grad_output by ('mean' not folded into grads)
+  Tensor z_loss;          // the z-loss part of loss, reduced the same way (zeros when z_loss == 0)
+  Tensor grad_input;      // d(loss)/d(input) or empty
+  Tensor grad_target;     // d(loss)/d(target) (probability targets) or empty
+  Tensor backward_scale;  // reduced: what backward multiplies grad_output by (0-d); 'none': empty
 };
 
-// fusedloss::_cross_entropy_forward through the dispatcher. With mean_in_grad the 1/denominator of
-// reduction='mean' is already in the gradients and grad_divisor is 1.
+// fusedloss::_cross_entropy_forward through the dispatcher. The gradients are those of the loss
+// up to backward_scale (1 where the 1/denominator of 'mean' is folded in).
 CrossEntropyResult cross_entropy_forward(const Tensor& input, const Tensor& target,
                                          const OptionalTensor& weight, const CrossEntropyArgs& args,
-                                         bool compute_grad, bool compute_target_grad,
-                                         bool mean_in_grad);
+                                         bool compute_grad, bool compute_target_grad);
 
 // fusedloss::_multi_margin_loss_forward through the dispatcher: loss, d(loss)/d(input) (empty
-// unless compute_grad) with the 1/N of 'mean' folded in when mean_in_grad, and what backward
-// divides grad_output by (N for a 'mean' not folded in, else 1).
-std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(
-    const Tensor& input, const Tensor& target, int64_t p, double margin,
-    const OptionalTensor& weight, c10::string_view reduction, bool compute_grad, bool mean_in_grad);
+// unless compute_grad) up to the backward scale, and that scale (as CrossEntropyResult's).
+std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(const Tensor& input,
+                                                             const Tensor& target, int64_t p,
+                                                             double margin,
+                                                             const OptionalTensor& weight,
+                                                             c10::string_view reduction,
+                                                             bool compute_grad);
 
 // An implementation of the public cross entropy ops: returns (loss, z_loss).
 using CrossEntropyEntry = std::tuple<Tensor, Tensor> (*)(const Tensor&, const Tensor&,
@@ -72,13 +73,12 @@ struct CrossEntropyOps {
   }
 };
 
-// Registers the public multi-class ops of `m` with CrossEntropyOps<ce> and the multi-margin `mm`.
-#define FUSEDLOSS_IMPL_MULTICLASS_OPS(m, ce, mm)                                   \
+// Registers the public cross entropy ops of `m` with CrossEntropyOps<ce>.
+#define FUSEDLOSS_IMPL_CROSS_ENTROPY_OPS(m, ce)                                    \
   do {                                                                             \
     using Ops = ::fusedloss::ops::CrossEntropyOps<ce>;                             \
     m.impl("cross_entropy", TORCH_FN(Ops::cross_entropy));                         \
     m.impl("cross_entropy_with_z_loss", TORCH_FN(Ops::cross_entropy_with_z_loss)); \
-    m.impl("multi_margin_loss", TORCH_FN(mm));                                     \
   } while (0)
 
 }  // namespace ops

@@ -12,6 +12,9 @@
 #include "cpu/gradient_allocator.h"
 #include "kernels/pointwise_loss.h"
 #include "ops/arguments.h"
+#include "ops/bad_values.h"
+
+#include <cstring>
 
 namespace fusedloss {
 namespace ops {
@@ -43,6 +46,7 @@ PointwiseLossSpec parse_spec(c10::string_view op, c10::ArrayRef<double> params,
     spec.loss = spec.param == 0 ? PointwiseLoss::L1 : PointwiseLoss::SmoothL1;
   } else if (op == "binary_cross_entropy") {
     spec.loss = PointwiseLoss::BinaryCrossEntropy;
+    spec.bad_kind = BadValueKind::Probability;
   } else if (op == "binary_cross_entropy_with_logits") {
     spec.loss = PointwiseLoss::BinaryCrossEntropyWithLogits;
   } else if (op == "sigmoid_focal_loss") {
@@ -66,9 +70,11 @@ PointwiseLossSpec parse_spec(c10::string_view op, c10::ArrayRef<double> params,
     spec.param2 = param_at(op, params, 1);
     TORCH_CHECK_VALUE(!std::isnan(spec.param), "fusedloss.hinge_loss: margin is NaN");
     spec.loss = PointwiseLoss::Hinge;
+    spec.bad_kind = BadValueKind::HingeLabel;
   } else {
     TORCH_CHECK_VALUE(false, "fusedloss._pointwise_loss_forward: unknown loss '", op, "'");
   }
+  spec.op = static_op_name(op);
   return spec;
 }
 
@@ -141,11 +147,30 @@ Tensor periodic_operand(c10::string_view op, const char* name, const Tensor& w,
 
 using EngineFn = void (*)(const PointwiseLossSpec&, const PointwiseOperands&);
 
+// The first element the formula rejected, for the CPU's immediate error (the CUDA engine records
+// it itself).
+[[noreturn]] void raise_invalid(const PointwiseLossSpec& spec, const PointwiseOperands& o,
+                                int64_t invalid) {
+  const bool labels = spec.bad_kind == BadValueKind::HingeLabel;
+  const Tensor& checked = labels ? o.target : o.input;
+  const Tensor bad = labels ? checked.ne(1).logical_and_(checked.ne(-1))
+                            : checked.ge(0).logical_and_(checked.le(1)).logical_not_();
+  BadValueRecord r = empty_bad_value_record();
+  r.kind = static_cast<int32_t>(spec.bad_kind);
+  r.op = reinterpret_cast<unsigned long long>(spec.op);
+  r.count = static_cast<unsigned long long>(invalid);
+  r.limit = checked.numel();
+  r.position = first_true_position(bad);
+  const double value = checked.reshape({-1})[r.position].item<double>();
+  std::memcpy(&r.value, &value, sizeof(value));
+  raise_bad_value(r);
+}
+
 template <EngineFn regression, EngineFn binary>
-std::tuple<Tensor, Tensor, Tensor> forward_on_device(
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_on_device(
     const Tensor& input, const Tensor& target, const OptionalTensor& weight,
     const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
-    c10::string_view reduction, bool compute_grad, bool compute_target_grad, bool mean_in_grad) {
+    c10::string_view reduction, bool compute_grad, bool compute_target_grad) {
   auto spec = parse_spec(op, params, reduction);
   const auto dtype = check_inputs(op, input, target, weight, pos_weight);
   TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._pointwise_loss_forward: ",
@@ -161,51 +186,38 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(
     o.pos_weight = periodic_operand(op, "pos_weight", *pos_weight, shape, dtype);
   }
   const auto options = o.input.options();
-  o.loss =
-      spec.reduction == at::Reduction::None ? at::empty(shape, options) : at::empty({}, options);
+  const bool reduced = spec.reduction != at::Reduction::None;
+  o.loss = reduced ? at::empty({}, options) : at::empty(shape, options);
+  const auto acc_options = options.dtype(accumulation_dtype(dtype));
+  o.backward_scale = reduced ? at::empty({}, acc_options) : at::empty({0}, acc_options);
   if (compute_grad) o.grad_input = cpu::empty_gradient(shape, options);
   if (compute_target_grad) {
     TORCH_CHECK(target_gradient(op) == TargetGradient::Formula, "fusedloss.", op,
                 ": compute_target_grad is only for losses with a target gradient formula");
     o.grad_target = cpu::empty_gradient(shape, options);
   }
-  const bool validates =
-      spec.loss == PointwiseLoss::BinaryCrossEntropy || spec.loss == PointwiseLoss::Hinge;
-  if (validates) o.invalid_count = at::empty({}, options.dtype(at::kLong));
-  if (mean_in_grad && spec.reduction == at::Reduction::Mean) {
-    spec.grad_scale = 1.0 / static_cast<double>(o.input.numel());
+  if (spec.bad_kind != BadValueKind::None && o.input.is_cpu()) {
+    o.invalid_count = at::empty({}, options.dtype(at::kLong));
+  }
+  if (spec.reduction == at::Reduction::Mean) {
+    const double n = static_cast<double>(o.input.numel());
+    (folds_mean_into_gradient(dtype) ? spec.grad_scale : spec.backward_scale) = 1.0 / n;
   }
   (is_regression(spec.loss) ? regression : binary)(spec, o);
 
-  if (validates) {
-    // On CUDA this reads one number back (a synchronization): the price of an error instead of
-    // a device-side assert or a silently wrong loss.
+  if (o.invalid_count.defined()) {
     const int64_t invalid = o.invalid_count.item<int64_t>();
-    if (spec.loss == PointwiseLoss::BinaryCrossEntropy) {
-      TORCH_CHECK(invalid == 0,
-                  "fusedloss.binary_cross_entropy: all elements of input should "
-                  "be between 0 and 1; ",
-                  invalid, " of ", o.input.numel(),
-                  " are not (or are NaN). Pass probabilities, or use "
-                  "binary_cross_entropy_with_logits on logits.");
-    } else {
-      TORCH_CHECK_VALUE(invalid == 0,
-                        "fusedloss.hinge_loss: target must hold only the labels "
-                        "-1 and 1; ",
-                        invalid, " of ", o.target.numel(), " elements do not");
-    }
+    if (invalid != 0) raise_invalid(spec, o, invalid);
   }
   const auto empty = [&] { return at::empty({0}, options); };
   return {o.loss, compute_grad ? o.grad_input : empty(),
-          compute_target_grad ? o.grad_target : empty()};
+          compute_target_grad ? o.grad_target : empty(), o.backward_scale};
 }
 
-std::tuple<Tensor, Tensor, Tensor> forward_meta(const Tensor& input, const Tensor& target,
-                                                const OptionalTensor& weight,
-                                                const OptionalTensor& pos_weight,
-                                                c10::string_view op, c10::ArrayRef<double> params,
-                                                c10::string_view reduction, bool compute_grad,
-                                                bool compute_target_grad, bool /*mean_in_grad*/) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_meta(
+    const Tensor& input, const Tensor& target, const OptionalTensor& weight,
+    const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
+    c10::string_view reduction, bool compute_grad, bool compute_target_grad) {
   const auto spec = parse_spec(op, params, reduction);
   const auto options = input.options().dtype(check_inputs(op, input, target, weight, pos_weight));
   TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._pointwise_loss_forward: ",
@@ -213,8 +225,11 @@ std::tuple<Tensor, Tensor, Tensor> forward_meta(const Tensor& input, const Tenso
   const auto shape = broadcast_shape(op, "input and target", input.sym_sizes(), target.sym_sizes());
   const auto full = [&] { return at::empty_symint(shape, options); };
   const auto empty = [&] { return at::empty({0}, options); };
-  return {spec.reduction == at::Reduction::None ? full() : at::empty({}, options),
-          compute_grad ? full() : empty(), compute_target_grad ? full() : empty()};
+  const bool reduced = spec.reduction != at::Reduction::None;
+  const auto acc_options = options.dtype(accumulation_dtype(options.dtype().toScalarType()));
+  return {reduced ? at::empty({}, options) : full(), compute_grad ? full() : empty(),
+          compute_target_grad ? full() : empty(),
+          reduced ? at::empty({}, acc_options) : at::empty({0}, acc_options)};
 }
 
 // A public op below autograd: the loss alone.
@@ -237,15 +252,15 @@ TargetGradient target_gradient(c10::string_view op) {
   return TargetGradient::NegatedInputGradient;
 }
 
-std::tuple<Tensor, Tensor, Tensor> pointwise_loss_forward(
+std::tuple<Tensor, Tensor, Tensor, Tensor> pointwise_loss_forward(
     const Tensor& input, const Tensor& target, const OptionalTensor& weight,
     const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
-    c10::string_view reduction, bool compute_grad, bool compute_target_grad, bool mean_in_grad) {
+    c10::string_view reduction, bool compute_grad, bool compute_target_grad) {
   static auto handle = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("fusedloss::_pointwise_loss_forward", "")
                            .typed<decltype(pointwise_loss_forward)>();
   return handle.call(input, target, weight, pos_weight, op, params, reduction, compute_grad,
-                     compute_target_grad, mean_in_grad);
+                     compute_target_grad);
 }
 
 }  // namespace ops
@@ -278,8 +293,8 @@ TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
   m.def(
       "_pointwise_loss_forward(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
       "str loss, float[] params, str reduction, bool compute_grad=False, "
-      "bool compute_target_grad=False, bool mean_in_grad=False) "
-      "-> (Tensor loss, Tensor grad_input, Tensor grad_target)");
+      "bool compute_target_grad=False) "
+      "-> (Tensor loss, Tensor grad_input, Tensor grad_target, Tensor backward_scale)");
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CompositeExplicitAutograd, m) {

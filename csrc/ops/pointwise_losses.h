@@ -28,13 +28,12 @@ TargetGradient target_gradient(c10::string_view op);
 // fusedloss::_pointwise_loss_forward through the dispatcher. `op` is the public op's name;
 // `params` its hyper-parameters (delta | beta | margin | alpha, gamma | margin, squared). Returns
 // the loss and, when asked, d(loss)/d(input) and d(loss)/d(target) per element at the broadcast
-// shape (empty tensors otherwise). The gradients include the 1/n of reduction='mean' only when
-// mean_in_grad; otherwise the caller applies it.
-std::tuple<Tensor, Tensor, Tensor> pointwise_loss_forward(
+// shape (empty tensors otherwise), up to the backward scale it returns last (0-d for a reduced
+// loss: 1, or the 1/n of a float16/bfloat16 'mean'; empty for 'none').
+std::tuple<Tensor, Tensor, Tensor, Tensor> pointwise_loss_forward(
     const Tensor& input, const Tensor& target, const OptionalTensor& weight,
     const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
-    c10::string_view reduction, bool compute_grad = false, bool compute_target_grad = false,
-    bool mean_in_grad = false);
+    c10::string_view reduction, bool compute_grad = false, bool compute_target_grad = false);
 
 // Entry(input, target, weight, pos_weight, op, params, reduction) computes a public op.
 using PointwiseEntry = Tensor (*)(const Tensor&, const Tensor&, const OptionalTensor&,

@@ -272,7 +272,9 @@ def test_backward_keeps_only_the_gradients(name):
     sizes = []
     with torch.autograd.graph.saved_tensors_hooks(lambda v: sizes.append(v.numel() * v.element_size()) or v, lambda v: v):
         ours_fn(x.requires_grad_(), t, **options)
-    assert sum(sizes) == 4000  # the input gradient only (the target does not require grad)
+    # The input gradient only (the target does not require grad), and a 0-d backward scale when
+    # the loss is reduced.
+    assert sum(sizes) - 4000 in (0, 4)
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -202,7 +202,7 @@ def test_opcheck(requires_grad, device):
                            -100, "mean", 0.1), {"z_loss": 0.01, "chunk_size": 4})
     torch.library.opcheck(torch.ops.fusedloss._linear_cross_entropy,
                           (x.detach(), w.detach(), t, b, None, -100, "sum", 0.0, 0.0, None, 4, True,
-                           None, True, True, True, True))
+                           None, True, True, True))
 
 
 def test_torch_compile_fullgraph(device):

@@ -198,7 +198,8 @@ def test_backward_keeps_only_the_gradient(name):
     x, y = make_pair((1000,), torch.float32, "cpu")
     x.requires_grad_()
     nbytes, _ = saved_bytes(lambda: ours_fn(x, y, **options))
-    assert nbytes == 1000 * 4  # one float32 gradient; no input, target or temporaries
+    # One float32 gradient (and a 0-d backward scale when reduced); no input, target or temporaries.
+    assert nbytes - 1000 * 4 in (0, 4)
     with torch.no_grad():
         nbytes, out = saved_bytes(lambda: ours_fn(x, y, **options))
     assert nbytes == 0 and out.grad_fn is None
@@ -230,6 +231,25 @@ def test_opcheck_internal_forward(device):
             torch.ops.fusedloss._pointwise_loss_forward,
             (x, y, None, None, "huber_loss", [0.5], "sum", compute_grad),
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck_scale_gradient(dtype, device):
+    gradient = torch.randn(5, 7, device=device, dtype=dtype)
+    grad_output = torch.tensor(3.0, device=device, dtype=dtype)
+    scale = torch.tensor(0.25, device=device)
+    torch.library.opcheck(torch.ops.fusedloss._scale_gradient_, (gradient, grad_output, scale))
+    expected = (gradient.float() * 3.0 * 0.25).to(dtype)
+    torch.ops.fusedloss._scale_gradient_(gradient, grad_output, scale)
+    assert torch.equal(gradient, expected)
+
+
+def test_scale_gradient_holds_a_scale_below_half_precision(device):
+    # 1/2**26 is 0 in float16: the product must be formed in float, not in the gradient's dtype.
+    gradient = torch.full((1000,), 2.0**10, device=device, dtype=torch.float16)
+    one = torch.tensor(1.0, device=device, dtype=torch.float16)
+    torch.ops.fusedloss._scale_gradient_(gradient, one, torch.tensor(2.0**-26, device=device))
+    assert torch.all(gradient == torch.tensor(2.0**-16, dtype=torch.float16, device=device))
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -1,0 +1,81 @@
+#pragma once
+// The row engines' interface, implemented once for the CPU (csrc/cpu/) and once for CUDA (cuda/):
+// cross entropy and the multi-class hinge over R rows of C contiguous logits. The operator layer
+// lays the rows out and allocates the outputs; the engine does everything else, the reduction
+// over rows included (the formulas are in kernels/multiclass_loss.h).
+
+#include <ATen/core/Reduction.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace fusedloss {
+
+struct CrossEntropySpec {
+  const char* op = "cross_entropy";  // the public op's name, for errors (a string literal)
+  int64_t num_classes = 0;
+  int64_t ignore_index = -100;
+  double label_smoothing = 0;
+  double z_loss = 0;
+  double softcap = 0;  // 0: none
+  bool probability_targets = false;
+  bool check_target = true;  // bad class indices raise (else their rows are NaN)
+  // Whole-op mode (operands.loss defined):
+  at::Reduction::Reduction reduction = at::Reduction::Mean;
+  // 'mean' only: the 1/denominators may go into the gradient (float32/float64 gradients). What the
+  // engine does not fold in (all of it for float16/bfloat16, whose precision could not hold 1/n),
+  // it returns in backward_scale.
+  bool fold_mean = false;
+};
+
+// Rows of logits and what the engine writes. Two modes:
+//  - whole op (cross_entropy): loss, z_loss and backward_scale are defined; the engine checks the
+//    targets, finds the denominators of 'mean' and reduces;
+//  - rows (the chunks of linear_cross_entropy): row_loss (and row_z_loss) are defined; the op
+//    layer passes the gradient factors and reduces. grad_input may alias logits (in place).
+struct CrossEntropyOperands {
+  at::Tensor logits;  // (R, C)
+  at::Tensor target;  // (R) int64 class indices, or (R, C) probabilities of logits' dtype
+  at::Tensor weight;  // (C) of logits' dtype, or undefined
+
+  at::Tensor loss;            // whole op: (R) for 'none', else 0-d; logits' dtype
+  at::Tensor z_loss;          // whole op: the z-loss part of loss, same shape and dtype
+  at::Tensor backward_scale;  // whole op, reduced: 0-d, accumulation dtype (see fold_mean)
+
+  at::Tensor grad_scales;  // rows: (2) accumulation dtype, factors of the loss and z-loss terms
+  at::Tensor row_loss;     // rows: (R) accumulation dtype, cross entropy per row
+  at::Tensor row_z_loss;   // rows: (R) accumulation dtype, z-loss per row, or undefined
+  int64_t row_offset = 0;  // rows: the flat target position of row 0 (for errors)
+
+  at::Tensor grad_input;   // (R, C) or undefined
+  at::Tensor grad_target;  // (R, C) (probability targets only) or undefined
+};
+
+struct MultiMarginSpec {
+  int64_t p = 1;
+  double margin = 1;
+};
+
+struct MultiMarginOperands {
+  at::Tensor input;       // (R, C)
+  at::Tensor target;      // (R) int64 (on CUDA checked by the kernel)
+  at::Tensor weight;      // (C) or undefined
+  double grad_scale = 1;  // folded into the gradient
+  at::Tensor row_loss;    // (R) accumulation dtype
+  at::Tensor grad_input;  // (R, C) or undefined
+};
+
+namespace cpu {
+void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);
+void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
+}  // namespace cpu
+namespace cuda {
+void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);
+// Records the first class index of `target` (R int64) outside [0, classes) and not ignore_index
+// for a deferred IndexError of `op` (a string literal); one launch, no synchronization.
+void record_bad_class_targets(const char* op, const at::Tensor& target, int64_t classes,
+                              int64_t ignore_index);
+void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
+}  // namespace cuda
+
+}  // namespace fusedloss

@@ -1,0 +1,98 @@
+// The errors that bad input values become, on every device, and the ops that control when CUDA
+// raises them (see bad_values.h and fusedloss/errors.h).
+
+#include "ops/bad_values.h"
+
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "fusedloss/errors.h"
+#ifdef FUSEDLOSS_WITH_CUDA
+#include "cuda/deferred_errors.h"
+#endif
+
+namespace fusedloss {
+namespace {
+
+std::atomic<bool> synchronous{[] {
+  const char* v = std::getenv("FUSEDLOSS_SYNC_ERRORS");
+  return v != nullptr && std::string(v) != "" && std::string(v) != "0";
+}()};
+
+double as_double(int64_t bits) {
+  double d;
+  std::memcpy(&d, &bits, sizeof(d));
+  return d;
+}
+
+}  // namespace
+
+BadValueRecord empty_bad_value_record() {
+  BadValueRecord r{};
+  r.key = std::numeric_limits<unsigned long long>::max();
+  r.written_key = r.key;
+  return r;
+}
+
+const char* static_op_name(c10::string_view name) {
+  static const char* const kNames[] = {"cross_entropy",        "cross_entropy_with_z_loss",
+                                       "nll_loss",             "linear_cross_entropy",
+                                       "multi_margin_loss",    "binary_cross_entropy",
+                                       "hinge_loss"};
+  for (const char* known : kNames) {
+    if (name == known) return known;
+  }
+  return "fusedloss op";
+}
+
+void raise_bad_value(const BadValueRecord& r) {
+  const char* op = reinterpret_cast<const char*>(r.op);
+  switch (static_cast<BadValueKind>(r.kind)) {
+    case BadValueKind::ClassIndex:
+      TORCH_CHECK_INDEX(false, "fusedloss.", op, ": target ", r.value,
+                        " is out of bounds: expected a class in [0, ", r.limit,
+                        ") or ignore_index (", r.extra, "); found at position ", r.position,
+                        " of the flattened target");
+    case BadValueKind::MarginClassIndex:
+      TORCH_CHECK(false, "fusedloss.", op, ": target ", r.value,
+                  " is out of range: expected a class in [0, ", r.limit, "); found at position ",
+                  r.position);
+    case BadValueKind::Probability:
+      TORCH_CHECK(false, "fusedloss.", op,
+                  ": all elements of input should be between 0 and 1; ", r.count, " of ", r.limit,
+                  " are not (or are NaN), the first at position ", r.position, ": ",
+                  as_double(r.value),
+                  ". Pass probabilities, or use binary_cross_entropy_with_logits on logits.");
+    case BadValueKind::HingeLabel:
+      TORCH_CHECK_VALUE(false, "fusedloss.", op, ": target must hold only the labels -1 and 1; ",
+                        r.count, " of ", r.limit, " elements do not, the first at position ",
+                        r.position, ": ", as_double(r.value));
+    case BadValueKind::None:
+      break;
+  }
+  TORCH_INTERNAL_ASSERT(false, "fusedloss: bad-value record of unknown kind ", r.kind);
+}
+
+bool synchronous_errors() { return synchronous.load(std::memory_order_relaxed); }
+
+void check_errors() {
+#ifdef FUSEDLOSS_WITH_CUDA
+  cuda::check_all_devices();
+#endif
+}
+
+bool set_synchronous_errors(bool on) { return synchronous.exchange(on); }
+
+}  // namespace fusedloss
+
+TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
+  m.def("check_errors() -> ()", [] { fusedloss::check_errors(); });
+  m.def("set_synchronous_errors(bool on) -> bool",
+        [](bool on) { return fusedloss::set_synchronous_errors(on); });
+}
