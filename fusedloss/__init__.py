@@ -7,6 +7,8 @@
     torch.ops.fusedloss.mse_loss(prediction, target, "mean")       # TorchScript / raw operator
 """
 
+import torch
+
 from . import _library
 
 __version__ = "0.1.0"
@@ -14,4 +16,26 @@ library_path = _library.load()
 
 from . import functional, metrics, nn  # noqa: E402  (the operators must be registered first)
 
-__all__ = ["functional", "metrics", "nn", "library_path", "__version__"]
+
+def check_errors():
+    """Raises the first bad value (a class index out of range, a BCE input outside [0, 1], a hinge
+    label other than -1/1, ...) that a CUDA kernel of fusedloss recorded since the last report.
+
+    On CUDA, fusedloss never stops the stream to check values: the kernel records the first bad
+    one, the affected rows get a NaN loss, and the error (the same typed error as on the CPU) is
+    raised by the next fusedloss call once that work has finished, or by this function, which
+    waits for the devices first (a synchronization: call it where one is cheap, e.g. after a
+    CUDA-graph replay or at a logging step). Nothing to do on the CPU, where errors are immediate.
+    """
+    torch.ops.fusedloss.check_errors()
+
+
+def set_synchronous_errors(on: bool) -> bool:
+    """With True, every CUDA op of fusedloss waits for its kernel and raises a bad value at once,
+    as on the CPU (environment variable FUSEDLOSS_SYNC_ERRORS=1 at import). Returns the previous
+    setting."""
+    return torch.ops.fusedloss.set_synchronous_errors(on)
+
+
+__all__ = ["functional", "metrics", "nn", "library_path", "check_errors",
+           "set_synchronous_errors", "__version__"]

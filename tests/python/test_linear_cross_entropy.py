@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import fusedloss
+from deferred import raises
 from tolerances import assert_close, assert_close_scaled
 
 FL = fusedloss.functional
@@ -232,7 +233,7 @@ def test_bad_arguments():
         FL.linear_cross_entropy(x, w.double(), t)
     with pytest.raises(ValueError, match="chunk_size must be positive"):
         FL.linear_cross_entropy(x, w, t, chunk_size=0)
-    with pytest.raises(IndexError, match="target 5 is out of bounds"):
+    with raises(IndexError, match="target 5 is out of bounds.*position 2"):
         FL.linear_cross_entropy(x, w, torch.tensor([0, 1, 5, 2, 3, 4]))
     with pytest.raises(RuntimeError, match="label_smoothing must be between 0.0 and 1.0"):
         FL.linear_cross_entropy(x, w, t, label_smoothing=2.0)
