@@ -1,16 +1,18 @@
 // CUDA row engine of the cross entropy (formulas: kernels/multiclass_loss.h; interface:
-// engines/row_engines.h). A whole cross_entropy call is one launch for 'none' and two for
-// 'mean'/'sum' (the rows, then one block that adds the per-block partial sums in a fixed order),
-// with no host synchronization: a bad class index is recorded for a deferred error
+// engines/row_engines.h). A whole cross_entropy call is one launch for 'none', two for 'sum' (the
+// rows, then one block that adds the per-block partial sums in a fixed order) and three for a
+// class-index 'mean' (a one-block pass over the targets first: the denominators the gradient
+// holds), with no host synchronization: a bad class index is recorded for a deferred error
 // (deferred_errors.cuh) and makes its row NaN.
 //
 // A group of threads owns a row: 8 threads for C <= 64 (32 rows per block), a warp for C <= 2048,
-// else a block of 1024 threads. Sweep 1 reads the row once with 16-byte loads (when the rows are
-// 16-byte aligned), keeping an online max and sum of exp per thread and the target sums; the group
-// reduces them (fixed order: bitwise reproducible, no atomics). Sweep 2, only when a gradient is
-// asked for, writes the gradient once. When a block's row fits in shared memory, sweep 1 keeps it
-// there and sweep 2 reads it back: each logit comes from HBM once. Larger rows are read twice; the
-// grid then holds one row per SM at a time, so that the second read finds the row in L2.
+// else a block of 512 threads. Sweep 1 reads the row once with 16-byte loads (when the rows are
+// 16-byte aligned, four per thread in flight), keeping a running max and sum of exp per thread
+// and the target sums; the group reduces them (fixed order: bitwise reproducible, no atomics).
+// Sweep 2, only when a gradient is asked for, writes the gradient once. When a block's row fits
+// in shared memory (two blocks per SM), sweep 1 keeps it there and sweep 2 reads it back: each
+// logit comes from HBM once. Longer rows are read twice, with the rows in flight bounded to fit
+// in L2, so that the second read finds them there.
 
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -30,9 +32,9 @@ namespace fusedloss {
 namespace cuda {
 namespace {
 
-constexpr int kBigGroup = 1024;   // threads of the block that owns one long row
-constexpr int kPartials = 4;      // per block: sums of row losses, z-losses, target weights, rows
-constexpr int kL2Rows = 32 << 10;  // bytes: a row longer than this is read twice from L2 at most
+constexpr int kBigGroup = 512;  // threads of the block that owns one long row
+constexpr int kPartials = 4;    // per block: sums of row losses, z-losses, target weights, rows
+constexpr int kBatch = 2;       // 16-byte packs a thread loads before it uses them
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
@@ -47,7 +49,8 @@ struct Rows {
   const int64_t* target_index;
   const scalar_t* target_prob;
   const scalar_t* weight;   // nullptr: ones
-  const acc* grad_scales;   // [loss term, z-loss term]; nullptr: ones
+  const acc* grad_scales;   // [loss term, z-loss term] in device memory; nullptr: the two below
+  acc scale, z_scale;       // the factors when grad_scales is nullptr
   acc* row_loss;            // rows mode
   acc* row_z_loss;          // rows mode, nullptr when z_loss == 0
   scalar_t* loss_out;       // whole op, 'none': loss + z-loss per row
@@ -90,8 +93,9 @@ __device__ void write_block_sums(const double (&v)[kPartials], double* out) {
   }
 }
 
+// At least 768 threads per SM (at most 80 registers a thread): memory latency needs them.
 template <typename scalar_t, int kGroup, int kBlock, bool kProb>
-__global__ void __launch_bounds__(kBlock) cross_entropy_rows(Rows<scalar_t> a) {
+__global__ void __launch_bounds__(kBlock, 1024 / kBlock) cross_entropy_rows(Rows<scalar_t> a) {
   using acc = acc_t<scalar_t>;
   using formulas::softcap_slope;
   using formulas::softcapped;
@@ -108,8 +112,8 @@ __global__ void __launch_bounds__(kBlock) cross_entropy_rows(Rows<scalar_t> a) {
   const acc spread = a.smoothing / static_cast<acc>(C);
   const acc keep = acc(1) - a.smoothing;
   const bool spread_terms = kProb || spread != acc(0);
-  const acc scale = a.grad_scales ? a.grad_scales[0] : acc(1);
-  const acc z_scale = a.grad_scales ? a.grad_scales[1] : acc(1);
+  const acc scale = a.grad_scales ? a.grad_scales[0] : a.scale;
+  const acc z_scale = a.grad_scales ? a.grad_scales[1] : a.z_scale;
   const auto weight = [&](int64_t c) { return a.weight ? static_cast<acc>(a.weight[c]) : acc(1); };
   const auto capped = [&](scalar_t raw) {
     const acc v = static_cast<acc>(raw);
@@ -165,15 +169,48 @@ __global__ void __launch_bounds__(kBlock) cross_entropy_rows(Rows<scalar_t> a) {
       }
     };
     if (a.vectorized) {
+      // kBatch packs per thread at a time, all loaded before any is used (loads in flight), then
+      // the batch's max first: one rescale per batch and one exp per logit.
       const int64_t packs = C / kVec;
-      for (int64_t k = lane; k < packs; k += kGroup) {
-        const P p = reinterpret_cast<const P*>(x)[k];
-        if (a.cached) reinterpret_cast<P*>(cache)[k] = p;
-        P yp;
-        if constexpr (kProb) yp = reinterpret_cast<const P*>(y)[k];
+      for (int64_t base = lane; base < packs; base += int64_t{kGroup} * kBatch) {
+        P p[kBatch], yp[kBatch];
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          visit(k * kVec + j, p.v[j], kProb ? static_cast<acc>(yp.v[j]) : acc(0));
+        for (int b = 0; b < kBatch; ++b) {
+          const int64_t k = base + int64_t{b} * kGroup;
+          if (k < packs) {
+            p[b] = reinterpret_cast<const P*>(x)[k];
+            if constexpr (kProb) yp[b] = reinterpret_cast<const P*>(y)[k];
+          }
+        }
+        // Values are converted (and capped) twice rather than held: registers, not work, are
+        // what limits the blocks in flight.
+        acc batch_max = -std::numeric_limits<acc>::infinity();
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          const int64_t k = base + int64_t{b} * kGroup;
+          if (k >= packs) continue;
+          if (a.cached) reinterpret_cast<P*>(cache)[k] = p[b];
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) {
+            const acc v = capped(p[b].v[j]);
+            batch_max = v > batch_max ? v : batch_max;  // NaN never wins
+          }
+        }
+        state.rescale_to(batch_max);
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          const int64_t k = base + int64_t{b} * kGroup;
+          if (k >= packs) continue;
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) {
+            const acc v = capped(p[b].v[j]);
+            state.add_at_max(v);
+            if (spread_terms) {  // without smoothing a class-index row has none: no 0 * -inf
+              const acc q = q_of(k * kVec + j, kProb ? static_cast<acc>(yp[b].v[j]) : acc(0));
+              q_total += q;
+              q_dot_x += q * v;
+            }
+          }
         }
       }
     } else {
@@ -229,23 +266,35 @@ __global__ void __launch_bounds__(kBlock) cross_entropy_rows(Rows<scalar_t> a) {
     };
     if (a.vectorized) {
       const int64_t packs = C / kVec;
-      for (int64_t k = lane; k < packs; k += kGroup) {
-        const P p = a.cached ? reinterpret_cast<const P*>(cache)[k]
-                             : reinterpret_cast<const P*>(x)[k];
-        P yp, out;
-        if constexpr (kProb) yp = reinterpret_cast<const P*>(y)[k];
+      for (int64_t base = lane; base < packs; base += int64_t{kGroup} * kBatch) {
+        P p[kBatch], yp[kBatch];
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          out.v[j] = static_cast<scalar_t>(
-              gradient(k * kVec + j, p.v[j], kProb ? static_cast<acc>(yp.v[j]) : acc(0)));
+        for (int b = 0; b < kBatch; ++b) {
+          const int64_t k = base + int64_t{b} * kGroup;
+          if (k < packs) {
+            p[b] = a.cached ? reinterpret_cast<const P*>(cache)[k]
+                            : reinterpret_cast<const P*>(x)[k];
+            if constexpr (kProb) yp[b] = reinterpret_cast<const P*>(y)[k];
+          }
         }
-        reinterpret_cast<P*>(g)[k] = out;
-        if (gt) {
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          const int64_t k = base + int64_t{b} * kGroup;
+          if (k >= packs) continue;
+          P out;
 #pragma unroll
           for (int j = 0; j < kVec; ++j) {
-            out.v[j] = static_cast<scalar_t>(target_gradient(k * kVec + j, p.v[j]));
+            out.v[j] = static_cast<scalar_t>(
+                gradient(k * kVec + j, p[b].v[j], kProb ? static_cast<acc>(yp[b].v[j]) : acc(0)));
           }
-          reinterpret_cast<P*>(gt)[k] = out;
+          reinterpret_cast<P*>(g)[k] = out;
+          if (gt) {
+#pragma unroll
+            for (int j = 0; j < kVec; ++j) {
+              out.v[j] = static_cast<scalar_t>(target_gradient(k * kVec + j, p[b].v[j]));
+            }
+            reinterpret_cast<P*>(gt)[k] = out;
+          }
         }
       }
     } else {
@@ -260,9 +309,10 @@ __global__ void __launch_bounds__(kBlock) cross_entropy_rows(Rows<scalar_t> a) {
   if (a.partials) write_block_sums<kBlock>(sums, a.partials + blockIdx.x * kPartials);
 }
 
-// 'mean' with z-loss and class weights: the two terms have different denominators (summed target
-// weights W, non-ignored rows n), needed before the rows. One block sums them in a fixed order and
-// writes the rows' gradient factors: {1/W, 1/n} when folded, else {1, W/n}.
+// The denominators of 'mean' with class-index targets, needed before the rows when the gradient
+// holds them (or when z-loss and class weights give the two terms different ones): the summed
+// target weights W and the non-ignored rows n. One block sums them in a fixed order (it reads
+// only the targets) and writes the rows' gradient factors: {1/W, 1/n} when folded, else {1, W/n}.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kBigGroup)
     mean_denominators(const int64_t* target, const scalar_t* weight, int64_t rows, int64_t C,
@@ -271,7 +321,7 @@ __global__ void __launch_bounds__(kBigGroup)
   for (int64_t r = threadIdx.x; r < rows; r += kBigGroup) {
     const int64_t t = target[r];
     if (t == ignore_index || t < 0 || t >= C) continue;
-    v[2] += static_cast<double>(weight[t]);
+    v[2] += weight ? static_cast<double>(weight[t]) : 1.0;
     v[3] += 1.0;
   }
   __shared__ double sums[kPartials];
@@ -335,18 +385,29 @@ int launch_rows(Rows<scalar_t> a, const at::Tensor& logits, bool want_partials,
   auto kernel = cross_entropy_rows<scalar_t, kGroup, kBlock, kProb>;
   const auto* props = at::cuda::getCurrentDeviceProperties();
   const int64_t row_bytes = a.num_classes * static_cast<int64_t>(sizeof(scalar_t));
-  // Room for the row beside the kernel's own shared memory (a few KB).
+  const auto occupancy = [&](size_t shared_bytes) {
+    if (shared_bytes > (48 << 10)) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(shared_bytes)));
+    }
+    int blocks = 0;
+    C10_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kBlock, shared_bytes));
+    return blocks;
+  };
+  // A block's row is kept in shared memory when two such blocks still fit on an SM (one row at a
+  // time per SM would leave the memory idle while it reduces). Otherwise the row is read twice,
+  // and the rows in flight are bounded so that they fit in 3/4 of L2: the second read is a hit.
   a.cached = kGroup == kBlock &&
-             row_bytes <= static_cast<int64_t>(props->sharedMemPerBlockOptin) - (4 << 10);
+             row_bytes <= static_cast<int64_t>(props->sharedMemPerBlockOptin) - (4 << 10) &&
+             occupancy(static_cast<size_t>(row_bytes)) >= 2;
   const size_t cache_bytes = a.cached ? static_cast<size_t>(row_bytes) : 0;
-  if (cache_bytes > (48 << 10)) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(cache_bytes)));
+  int per_sm = occupancy(cache_bytes);
+  if (kGroup == kBlock && !a.cached) {
+    const int64_t l2_rows = std::max<int64_t>(1, int64_t{props->l2CacheSize} * 3 / 4 / row_bytes);
+    per_sm = static_cast<int>(
+        std::clamp<int64_t>(l2_rows / props->multiProcessorCount, 1, std::max(per_sm, 1)));
   }
-  int per_sm = 0;
-  C10_CUDA_CHECK(
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlock, cache_bytes));
-  if (kGroup == kBlock && !a.cached && row_bytes > kL2Rows) per_sm = 1;
   constexpr int kRowsPerBlock = kBlock / kGroup;
   const int64_t needed = (a.rows + kRowsPerBlock - 1) / kRowsPerBlock;
   const int blocks = static_cast<int>(
@@ -392,18 +453,27 @@ void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
                              ? error_sink(spec.op, BadValueKind::ClassIndex, C, spec.ignore_index)
                              : ErrorSink{};
 
-  // The gradient factors of a 'mean' whose two terms have different denominators.
+  // 'mean': the gradient holds 1/denominators where it may (then backward has nothing to do for a
+  // plain loss.backward(): its one kernel sees a factor of 1 and returns). Probability targets
+  // divide by the row count, known here; class indices by sums over the targets, found first by a
+  // one-block kernel that reads only them (a third launch, far cheaper than the pass over the
+  // gradient it saves in backward).
   at::Tensor grad_scales = whole ? at::Tensor() : o.grad_scales;
-  const bool denominators_first =
-      mean && spec.z_loss != 0 && o.weight.defined() && !spec.probability_targets;
-  if (denominators_first) {
+  acc scale = 1, z_scale = 1;
+  bool folded = false;
+  if (mean && spec.probability_targets && spec.fold_mean && rows > 0) {
+    scale = z_scale = static_cast<acc>(1.0 / static_cast<double>(rows));
+    folded = true;
+  } else if (mean && !spec.probability_targets &&
+             (spec.fold_mean || (spec.z_loss != 0 && o.weight.defined()))) {
     grad_scales = at::empty({2}, o.logits.options().dtype(c10::CppTypeToScalarType<acc>::value));
     mean_denominators<scalar_t><<<1, kBigGroup, 0, at::cuda::getCurrentCUDAStream()>>>(
-        o.target.const_data_ptr<int64_t>(), o.weight.const_data_ptr<scalar_t>(), rows, C,
+        o.target.const_data_ptr<int64_t>(),
+        o.weight.defined() ? o.weight.const_data_ptr<scalar_t>() : nullptr, rows, C,
         spec.ignore_index, spec.fold_mean, grad_scales.mutable_data_ptr<acc>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    folded = spec.fold_mean;
   }
-  const bool folded = denominators_first && spec.fold_mean;
 
   Rows<scalar_t> a{};
   a.rows = rows;
@@ -414,6 +484,8 @@ void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
   a.target_prob = spec.probability_targets ? o.target.const_data_ptr<scalar_t>() : nullptr;
   a.weight = o.weight.defined() ? o.weight.const_data_ptr<scalar_t>() : nullptr;
   a.grad_scales = grad_scales.defined() ? grad_scales.const_data_ptr<acc>() : nullptr;
+  a.scale = scale;
+  a.z_scale = z_scale;
   a.row_loss = whole ? nullptr : acc_data(o.row_loss);
   a.row_z_loss = whole ? nullptr : acc_data(o.row_z_loss);
   a.loss_out = whole && !reduced ? data(o.loss) : nullptr;
@@ -446,6 +518,12 @@ void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
 }
 
 }  // namespace
+
+int64_t free_device_memory() {
+  size_t free_bytes = 0, total_bytes = 0;
+  C10_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
+}
 
 void record_bad_class_targets(const char* op, const at::Tensor& target, int64_t classes,
                               int64_t ignore_index) {

@@ -1,5 +1,6 @@
 // CUDA kernel of the backward scale (see engines/scale_gradient.h): one launch, the two factors
-// read from device memory (no synchronization), 16-byte loads and stores where aligned.
+// read from device memory (no synchronization), 16-byte loads and stores where aligned; nothing
+// is read or written when their product is 1.
 
 #include "engines/scale_gradient.h"
 
@@ -30,6 +31,7 @@ __global__ void __launch_bounds__(kThreads)
   using acc = acc_t<scalar_t>;
   using P = Pack<scalar_t, kVec>;
   const acc factor = static_cast<acc>(*grad_output) * *scale;
+  if (factor == acc(1)) return;  // a plain loss.backward() of a folded 'mean' or a 'sum'
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t packs = n / kVec;
   for (int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < packs;

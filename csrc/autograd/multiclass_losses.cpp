@@ -35,6 +35,8 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
                                const std::string& reduction, double label_smoothing, double z_loss,
                                std::optional<double> softcap, bool check_target) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    // Outputs with no gradient (z_loss) stay undefined in backward: no zeros kernel for them.
+    ctx->set_materialize_grads(false);
     const bool target_grad = target.requires_grad();  // only probability targets can
     const ops::CrossEntropyArgs args{ignore_index, reduction, label_smoothing,
                                      z_loss,       softcap,   check_target};
@@ -49,11 +51,12 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     refuse_double_backward("cross_entropy");
+    variable_list grads(9);
+    if (!grad_outputs[0].defined()) return grads;  // no gradient reaches the loss: none flows on
     const auto saved = ctx->get_saved_variables();
     const bool reduced = ctx->saved_data["reduced"].toBool();
     const int64_t input_dim = ctx->saved_data["input_dim"].toInt();
     const bool last_use = saved_buffers_die_after_backward();
-    variable_list grads(9);
     for (int i : {0, 1}) {
       if (!ctx->needs_input_grad(i)) continue;
       grads[i] =

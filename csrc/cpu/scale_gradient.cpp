@@ -29,7 +29,9 @@ void scale_gradient_kernel(const at::Tensor& gradient, const at::Tensor& grad_ou
         using acc = acc_t<scalar_t>;
         const acc factor =
             static_cast<acc>(grad_output.item<double>()) * scale_tensor.item<acc>();
-        scale<scalar_t>(gradient.mutable_data_ptr<scalar_t>(), gradient.numel(), factor);
+        if (factor != acc(1)) {
+          scale<scalar_t>(gradient.mutable_data_ptr<scalar_t>(), gradient.numel(), factor);
+        }
       });
 }
 

@@ -22,9 +22,8 @@ struct CrossEntropySpec {
   bool check_target = true;  // bad class indices raise (else their rows are NaN)
   // Whole-op mode (operands.loss defined):
   at::Reduction::Reduction reduction = at::Reduction::Mean;
-  // 'mean' only: the 1/denominators may go into the gradient (float32/float64 gradients). What the
-  // engine does not fold in (all of it for float16/bfloat16, whose precision could not hold 1/n),
-  // it returns in backward_scale.
+  // 'mean' only: the 1/denominators may go into the gradient (folds_mean_into_gradient). What the
+  // engine does not fold in, it returns in backward_scale.
   bool fold_mean = false;
 };
 
@@ -75,6 +74,8 @@ void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperan
 // for a deferred IndexError of `op` (a string literal); one launch, no synchronization.
 void record_bad_class_targets(const char* op, const at::Tensor& target, int64_t classes,
                               int64_t ignore_index);
+// Free memory of the current device, as the driver reports it (no synchronization).
+int64_t free_device_memory();
 void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
 }  // namespace cuda
 

@@ -96,6 +96,17 @@ struct SoftmaxState {
       sum += exp_of(x - max);  // NaN stays in the sum
     }
   }
+  // The batched form of add(): first raise max to a batch's max, then add_at_max() each of its
+  // values (one exp per value).
+  C10_HOST_DEVICE void rescale_to(T batch_max) {
+    if (batch_max > max) {
+      if (sum != T(0)) sum *= exp_of(max - batch_max);
+      max = batch_max;
+    }
+  }
+  C10_HOST_DEVICE void add_at_max(T x) {
+    if (x != -std::numeric_limits<T>::infinity()) sum += exp_of(x - max);  // NaN stays in the sum
+  }
   C10_HOST_DEVICE void finish() {
     if (!(max > -std::numeric_limits<T>::infinity() && max < std::numeric_limits<T>::infinity())) {
       sum = std::numeric_limits<T>::quiet_NaN();

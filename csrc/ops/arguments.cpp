@@ -23,7 +23,7 @@ at::ScalarType accumulation_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-bool folds_mean_into_gradient(at::ScalarType dtype) { return !at::isReducedFloatingType(dtype); }
+bool folds_mean_into_gradient(at::ScalarType dtype) { return dtype != at::kHalf; }
 
 int64_t first_true_position(const at::Tensor& mask) {
   return mask.reshape({-1}).nonzero().select(1, 0)[0].item<int64_t>();

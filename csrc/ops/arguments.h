@@ -19,9 +19,10 @@ bool is_supported_dtype(at::ScalarType t);
 // float for float32/float16/bfloat16, double for float64.
 at::ScalarType accumulation_dtype(at::ScalarType t);
 
-// Whether the gradient a fused loss saves may hold the 1/n of reduction='mean': yes for float32
-// and float64; float16/bfloat16 gradients keep the sum's scale (1/n could underflow there) and
-// backward applies it in float (ops/scale_gradient.h). The one place this is decided.
+// Whether the gradient a fused loss saves may hold the 1/n of reduction='mean': yes for float32,
+// float64 and bfloat16 (float32's exponent range); float16 gradients keep the sum's scale (g/n
+// could underflow there, and loss scaling needs it kept) and backward applies 1/n in float
+// (ops/scale_gradient.h). The one place this is decided.
 bool folds_mean_into_gradient(at::ScalarType dtype);
 
 // The flat position of the first true element of a boolean mask with at least one (an error
