@@ -4,7 +4,7 @@
 // flag in mapped host memory, instead of trapping or making the host wait. The host looks at that
 // flag (a plain load, no CUDA call) at the next fusedloss call on the device, and only once the
 // work it belongs to has finished (an event query, never a wait) copies the record and raises the
-// typed error (ops/bad_values.h). During CUDA-graph capture nothing is queried; the kernels of a
+// typed error (engines/bad_values.h). During CUDA-graph capture nothing is queried; the kernels of a
 // replayed graph still record, and fusedloss::check_errors() reports it. In synchronous mode the
 // op waits for its kernel and raises at once.
 //
@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "ops/bad_values.h"
+#include "engines/bad_values.h"
 
 namespace fusedloss {
 namespace cuda {

@@ -17,7 +17,7 @@
 
 #include "cuda/block_reduce.cuh"
 #include "cuda/deferred_errors.cuh"
-#include "kernels/pointwise_loss.h"
+#include "engines/pointwise_engine.h"
 
 namespace fusedloss {
 namespace cuda {

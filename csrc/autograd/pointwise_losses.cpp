@@ -1,9 +1,11 @@
-// Autograd for the pointwise losses, in C++ so that TorchScript and LibTorch programs get it too.
+// Autograd for the elementwise losses (every declaration of ops/pointwise_declarations.h), in C++
+// so that TorchScript and LibTorch programs get it too.
 //
 // The forward asks the fused op for the loss and the per-element gradients together and saves
-// only those (for float32/float64 and reduction='mean' they already include the 1/n). Backward is
-// then a scale by grad_output, done in place on the saved buffer when the graph is not kept, and
-// skipped when grad_output is 1 on the CPU: a plain loss.backward() moves no memory at all.
+// only those (for reduction='mean' they include the 1/n, except in float16) and the op's backward
+// scale. Backward is then one scale by grad_output, in place on the saved buffer when the graph is
+// not kept, and nothing at all for a plain loss.backward() (skipped on the CPU, a kernel that
+// returns at once on CUDA).
 
 #include "ops/pointwise_losses.h"
 
@@ -18,34 +20,34 @@ namespace autograd {
 namespace {
 
 using at::Tensor;
-using ops::OptionalTensor;
 using ops::TargetGradient;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunction> {
+// The autograd Function of one declared loss D; Args are its public op's arguments.
+template <typename D, typename Bind = decltype(&D::bind)>
+class PointwiseLossFunction;
+
+template <typename D, typename... Args>
+class PointwiseLossFunction<D, ops::PointwiseCall (*)(Args...)>
+    : public torch::autograd::Function<PointwiseLossFunction<D>> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& target,
-                        const OptionalTensor& weight, const OptionalTensor& pos_weight,
-                        const std::string& op, const std::vector<double>& params,
-                        const std::string& reduction) {
+  static Tensor forward(AutogradContext* ctx, Args... args) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const ops::PointwiseCall c = D::bind(args...);
     const bool target_formula =
-        target.requires_grad() && ops::target_gradient(op) == TargetGradient::Formula;
+        c.target.requires_grad() && D::kTargetGradient == TargetGradient::Formula;
     auto [loss, grad_input, grad_target, scale] =
-        ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction,
-                                    /*compute_grad=*/true, target_formula);
+        ops::Declared<D>::forward(args..., /*compute_grad=*/true, target_formula);
     ctx->save_for_backward({grad_input, grad_target, scale});
-    ctx->saved_data["input_shape"] = input.sym_sizes();
-    ctx->saved_data["target_shape"] = target.sym_sizes();
-    ctx->saved_data["op"] = op;
-    ctx->saved_data["reduced"] = reduction != "none";
+    ctx->saved_data["input_shape"] = c.input.sym_sizes();
+    ctx->saved_data["target_shape"] = c.target.sym_sizes();
+    ctx->saved_data["reduced"] = c.reduction != "none";
     return loss;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const std::string op = ctx->saved_data["op"].toStringRef();
-    refuse_double_backward(op);
+    refuse_double_backward(D::kName);
     const auto saved = ctx->get_saved_variables();
     const bool reduced = ctx->saved_data["reduced"].toBool();
     const auto scaled_by_output = [&](const Tensor& gradient, bool reuse_buffer) {
@@ -55,7 +57,7 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
 
     Tensor grad_target;
     if (ctx->needs_input_grad(1)) {
-      switch (ops::target_gradient(op)) {
+      switch (D::kTargetGradient) {
         case TargetGradient::NegatedInputGradient: {
           // Out of place: saved[0] is still needed for the input gradient below.
           const Tensor product = scaled_by_output(saved[0], /*reuse_buffer=*/false);
@@ -66,7 +68,7 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
           grad_target = scaled_by_output(saved[1], last_use);
           break;
         case TargetGradient::NotDifferentiable:
-          TORCH_CHECK(false, "fusedloss.", op,
+          TORCH_CHECK(false, "fusedloss.", D::kName,
                       ": not differentiable with respect to argument "
                       "'target' (as torch). Pass a target that does not require grad.");
         case TargetGradient::None:
@@ -81,30 +83,32 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
       grad_input = at::sum_to(scaled_by_output(saved[0], last_use),
                               ctx->saved_data["input_shape"].toSymIntVector());
     }
-    return {grad_input, grad_target, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    variable_list grads(sizeof...(Args));  // input and target come first in every declaration
+    grads[0] = grad_input;
+    grads[1] = grad_target;
+    return grads;
+  }
+
+  // The Autograd-key kernel: the fused path with gradients only when a gradient can flow.
+  static Tensor with_gradients(Args... args) {
+    const ops::PointwiseCall c = D::bind(args...);
+    refuse_weight_gradient(D::kName, "weight", c.weight);
+    refuse_weight_gradient(D::kName, "pos_weight", c.pos_weight);
+    if (!at::GradMode::is_enabled() || !(c.input.requires_grad() || c.target.requires_grad())) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      return std::get<0>(ops::Declared<D>::forward(args..., false, false));
+    }
+    return PointwiseLossFunction::apply(args...);
   }
 };
-
-// The Autograd-key kernel of every pointwise op: the fused path only when a gradient can flow.
-Tensor with_gradients(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
-                      const OptionalTensor& pos_weight, const char* op, std::vector<double> params,
-                      c10::string_view reduction) {
-  const bool grad_mode = at::GradMode::is_enabled();
-  refuse_weight_gradient(op, "weight", weight);
-  refuse_weight_gradient(op, "pos_weight", pos_weight);
-  if (!grad_mode || !(input.requires_grad() || target.requires_grad())) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return std::get<0>(
-        ops::pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction));
-  }
-  return PointwiseLossFunction::apply(input, target, weight, pos_weight, std::string(op), params,
-                                      std::string(reduction));
-}
 
 }  // namespace
 }  // namespace autograd
 }  // namespace fusedloss
 
 TORCH_LIBRARY_IMPL(fusedloss, Autograd, m) {
-  FUSEDLOSS_IMPL_POINTWISE_OPS(m, &fusedloss::autograd::with_gradients);
+  using namespace fusedloss;
+  ops::for_each_declared([&]<typename D>() {
+    m.impl(D::kName, TORCH_FN(autograd::PointwiseLossFunction<D>::with_gradients));
+  });
 }

@@ -8,7 +8,7 @@ namespace cpu {
 
 void binary_loss_kernel(const PointwiseLossSpec& spec, const PointwiseOperands& operands) {
   engine::run_family(spec, operands, []<typename T>(const PointwiseLossSpec& s, auto&& fn) {
-    visit_binary_formula<T>(s, fn);
+    visit_binary_formula<T>(std::get<BinaryLoss>(s.loss), s.param, s.param2, fn);
   });
 }
 

@@ -21,7 +21,7 @@
 #include "cpu/vector_math.h"       // SIMD (libmvec) declarations of exp/log/tanh
 #include "engines/row_engines.h"
 #include "kernels/multiclass_loss.h"
-#include "ops/bad_values.h"
+#include "engines/bad_values.h"
 
 namespace fusedloss {
 namespace cpu {

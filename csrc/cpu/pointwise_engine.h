@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "cpu/element_convert.h"
-#include "kernels/pointwise_loss.h"
+#include "engines/pointwise_engine.h"
 
 // The hot loop is compiled twice, for baseline x86-64 (SSE2) and for AVX2, and the loader picks
 // by the CPU's features at run time (function multi-versioning). A feature, not "arch=haswell":

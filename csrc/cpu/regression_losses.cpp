@@ -7,7 +7,7 @@ namespace cpu {
 
 void regression_loss_kernel(const PointwiseLossSpec& spec, const PointwiseOperands& operands) {
   engine::run_family(spec, operands, []<typename T>(const PointwiseLossSpec& s, auto&& fn) {
-    visit_regression_formula<T>(s, fn);
+    visit_regression_formula<T>(std::get<RegressionLoss>(s.loss), s.param, fn);
   });
 }
 

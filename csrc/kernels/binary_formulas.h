@@ -3,7 +3,8 @@
 // engines. Each formula sees one element: input x, target t, its `weight` w and `pos_weight` p
 // (1 where the loss has none), and gives the loss value, d(loss)/d(x) and, where torch has one,
 // d(loss)/d(t). T is the accumulation type. Every logistic term uses the stable softplus and
-// sigmoid of math.h, also where torch's own formula overflows (soft margin).
+// sigmoid of math.h, also where torch's own formula overflows (soft margin). visit_binary_formula
+// is the one place a BinaryLoss becomes its formula.
 
 #include "kernels/math.h"
 
@@ -137,4 +138,39 @@ struct Hinge {
 };
 
 }  // namespace formulas
+
+enum class BinaryLoss {
+  BinaryCrossEntropy,
+  BinaryCrossEntropyWithLogits,
+  SigmoidFocal,
+  SoftMargin,
+  HingeEmbedding,
+  Hinge,
+};
+
+// Calls fn(formula) with the formula of `loss`, in accumulation type T. param: alpha (focal) or
+// margin; param2: gamma (focal) or squared (hinge, 0 or 1).
+template <typename T, typename Fn>
+decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2, Fn&& fn) {
+  using namespace formulas;
+  const T p = static_cast<T>(param), p2 = static_cast<T>(param2);
+  switch (loss) {
+    case BinaryLoss::BinaryCrossEntropy:
+      return fn(BinaryCrossEntropy<T>{});
+    case BinaryLoss::BinaryCrossEntropyWithLogits:
+      return fn(BinaryCrossEntropyWithLogits<T>{});
+    case BinaryLoss::SigmoidFocal:
+      if (param2 == 2) return fn(SigmoidFocal<T, true>{p, p2});
+      return fn(SigmoidFocal<T>{p, p2});
+    case BinaryLoss::SoftMargin:
+      return fn(SoftMargin<T>{});
+    case BinaryLoss::HingeEmbedding:
+      return fn(HingeEmbedding<T>{p});
+    case BinaryLoss::Hinge:
+      if (param2 != 0) return fn(Hinge<T, true>{p});
+      return fn(Hinge<T, false>{p});
+  }
+  __builtin_unreachable();  // every enumerator is handled above (-Wswitch checks it)
+}
+
 }  // namespace fusedloss

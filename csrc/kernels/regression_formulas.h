@@ -1,8 +1,9 @@
 #pragma once
 // Per-element math of the regression losses, shared by the CPU and CUDA engines so the two can
 // never drift apart. Every formula is a function of d = input - target and gives the loss value
-// and d(loss)/d(input); d(loss)/d(target) is its negative (see OfDifference in
-// pointwise_loss.h). T is the accumulation type (float for float/half/bfloat16, double for double).
+// and d(loss)/d(input); d(loss)/d(target) is its negative (see OfDifference below). T is the
+// accumulation type (float for float/half/bfloat16, double for double). visit_regression_formula
+// is the one place a RegressionLoss becomes its formula.
 //
 // Branch conditions copy ATen's exactly, so the values at the kinks (d = 0 for L1, |d| = delta for
 // Huber, |d| = beta for SmoothL1) and the propagation of NaN are the same as torch's.
@@ -63,4 +64,39 @@ struct SmoothL1Loss {
 };
 
 }  // namespace formulas
+
+enum class RegressionLoss { Mse, L1, Huber, SmoothL1 };
+
+// A regression formula seen through the engines' element interface (input, target, weight,
+// pos_weight).
+template <typename F>
+struct OfDifference {
+  F f;
+  template <typename T>
+  C10_HOST_DEVICE T value(T x, T t, T, T) const {
+    return f.value(x - t);
+  }
+  template <typename T>
+  C10_HOST_DEVICE T grad_input(T x, T t, T, T) const {
+    return f.derivative(x - t);
+  }
+};
+
+// Calls fn(formula) with the formula of `loss` (param: delta or beta), in accumulation type T.
+template <typename T, typename Fn>
+decltype(auto) visit_regression_formula(RegressionLoss loss, double param, Fn&& fn) {
+  using namespace formulas;
+  switch (loss) {
+    case RegressionLoss::Mse:
+      return fn(OfDifference<MseLoss<T>>{{}});
+    case RegressionLoss::L1:
+      return fn(OfDifference<L1Loss<T>>{{}});
+    case RegressionLoss::Huber:
+      return fn(OfDifference<HuberLoss<T>>{{static_cast<T>(param)}});
+    case RegressionLoss::SmoothL1:
+      return fn(OfDifference<SmoothL1Loss<T>>{{static_cast<T>(param)}});
+  }
+  __builtin_unreachable();  // every enumerator is handled above (-Wswitch checks it)
+}
+
 }  // namespace fusedloss

@@ -1,7 +1,7 @@
 // The errors that bad input values become, on every device, and the ops that control when CUDA
 // raises them (see bad_values.h and fusedloss/errors.h).
 
-#include "ops/bad_values.h"
+#include "engines/bad_values.h"
 
 #include <c10/util/Exception.h>
 #include <torch/library.h>

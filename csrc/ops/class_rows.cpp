@@ -12,18 +12,36 @@
 namespace fusedloss {
 namespace ops {
 
-ClassProblem check_class_problem(c10::string_view op, const Tensor& input, const Tensor& target,
-                                 const std::optional<Tensor>& weight, int64_t ignore_index,
-                                 bool allow_probabilities) {
-  TORCH_CHECK(input.dim() >= 1, "fusedloss.", op,
-              ": input must have a class dimension: (C), (N, C) or (N, C, d1, ..., dk); got a "
-              "0-d tensor");
+void check_class_input(c10::string_view op, const Tensor& input, const Tensor& target) {
   TORCH_CHECK_NOT_IMPLEMENTED(is_supported_dtype(input.scalar_type()), "fusedloss.", op,
                               ": input must be float32, float64, float16 or bfloat16, got ",
                               input.scalar_type());
   TORCH_CHECK(input.device() == target.device(), "fusedloss.", op,
               ": input and target must be on the same device, got input on ", input.device(),
               " and target on ", target.device());
+}
+
+void check_class_weight(c10::string_view op, const std::optional<Tensor>& weight,
+                        const Tensor& input, const c10::SymInt& classes) {
+  if (!weight.has_value()) return;
+  const Tensor& w = *weight;
+  TORCH_CHECK(w.dim() == 1 && w.sym_numel() == classes, "fusedloss.", op,
+              ": weight must be a 1-D tensor with one value per class (", classes,
+              "), got shape ", w.sym_sizes());
+  TORCH_CHECK(w.scalar_type() == input.scalar_type(), "fusedloss.", op,
+              ": weight must have the input's dtype (", input.scalar_type(), "), got ",
+              w.scalar_type());
+  TORCH_CHECK(w.device() == input.device(), "fusedloss.", op,
+              ": weight must be on the device of input (", input.device(), "), got ", w.device());
+}
+
+ClassProblem check_class_problem(c10::string_view op, const Tensor& input, const Tensor& target,
+                                 const std::optional<Tensor>& weight, int64_t ignore_index,
+                                 bool allow_probabilities) {
+  TORCH_CHECK(input.dim() >= 1, "fusedloss.", op,
+              ": input must have a class dimension: (C), (N, C) or (N, C, d1, ..., dk); got a "
+              "0-d tensor");
+  check_class_input(op, input, target);
   ClassProblem p;
   p.class_dim = input.dim() == 1 ? 0 : 1;
   const auto sizes = input.sym_sizes();
@@ -58,17 +76,7 @@ ClassProblem check_class_problem(c10::string_view op, const Tensor& input, const
                 "; expected target shape ", c10::SymIntArrayRef(p.loss_shape),
                 " (the input's without the class dimension ", p.class_dim, ")");
   }
-  if (weight.has_value()) {
-    const Tensor& w = *weight;
-    TORCH_CHECK(w.dim() == 1 && w.sym_numel() == classes, "fusedloss.", op,
-                ": weight must be a 1-D tensor with one value per class (", classes,
-                "), got shape ", w.sym_sizes());
-    TORCH_CHECK(w.scalar_type() == input.scalar_type(), "fusedloss.", op,
-                ": weight must have the input's dtype (", input.scalar_type(), "), got ",
-                w.scalar_type());
-    TORCH_CHECK(w.device() == input.device(), "fusedloss.", op,
-                ": weight must be on the device of input (", input.device(), "), got ", w.device());
-  }
+  check_class_weight(op, weight, input, classes);
   return p;
 }
 

@@ -24,6 +24,12 @@ struct ClassProblem {
   c10::SymDimVector loss_shape;  // of reduction='none': the input's without the class dimension
 };
 
+// The checks every multi-class op makes: input of a supported dtype, on target's device; a class
+// weight of one value per class, of input's dtype and device.
+void check_class_input(c10::string_view op, const Tensor& input, const Tensor& target);
+void check_class_weight(c10::string_view op, const std::optional<Tensor>& weight,
+                        const Tensor& input, const c10::SymInt& classes);
+
 // Checks shapes, dtypes and devices of input, target and the class weights.
 ClassProblem check_class_problem(c10::string_view op, const Tensor& input, const Tensor& target,
                                  const std::optional<Tensor>& weight, int64_t ignore_index,

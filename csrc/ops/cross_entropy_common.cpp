@@ -14,7 +14,7 @@
 #include <limits>
 
 #include "engines/row_engines.h"
-#include "ops/bad_values.h"
+#include "engines/bad_values.h"
 
 namespace fusedloss {
 namespace ops {

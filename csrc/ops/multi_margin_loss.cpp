@@ -11,6 +11,7 @@
 #include "cpu/gradient_allocator.h"
 #include "engines/row_engines.h"
 #include "ops/arguments.h"
+#include "ops/class_rows.h"
 #include "ops/multiclass_losses.h"
 
 namespace fusedloss {
@@ -27,12 +28,7 @@ c10::SymInt check_margin_problem(const Tensor& input, const Tensor& target, int6
   TORCH_CHECK((input.dim() == 1 || input.dim() == 2) && input.sym_size(-1) != 0, "fusedloss.", op,
               ": expected input (C) or (N, C) with C > 0 (N may be 0), got shape ",
               input.sym_sizes());
-  TORCH_CHECK_NOT_IMPLEMENTED(is_supported_dtype(input.scalar_type()), "fusedloss.", op,
-                              ": input must be float32, float64, float16 or bfloat16, got ",
-                              input.scalar_type());
-  TORCH_CHECK(input.device() == target.device(), "fusedloss.", op,
-              ": input and target must be on the same device, got input on ", input.device(),
-              " and target on ", target.device());
+  check_class_input(op, input, target);
   TORCH_CHECK(target.scalar_type() == at::kLong, "fusedloss.", op,
               ": target must be int64 class indices, got ", target.scalar_type());
   const c10::SymInt rows = input.dim() == 1 ? c10::SymInt(1) : input.sym_size(0);
@@ -40,17 +36,7 @@ c10::SymInt check_margin_problem(const Tensor& input, const Tensor& target, int6
   TORCH_CHECK(target.dim() <= 1 && target.sym_numel() == rows, "fusedloss.", op,
               ": target must hold one class per row of input (", rows, "), got shape ",
               target.sym_sizes());
-  if (weight.has_value()) {
-    TORCH_CHECK(weight->dim() == 1 && weight->sym_numel() == classes, "fusedloss.", op,
-                ": weight must be a 1-D tensor with one value per class (", classes,
-                "), got shape ", weight->sym_sizes());
-    TORCH_CHECK(weight->scalar_type() == input.scalar_type(), "fusedloss.", op,
-                ": weight must have the input's dtype (", input.scalar_type(), "), got ",
-                weight->scalar_type());
-    TORCH_CHECK(weight->device() == input.device(), "fusedloss.", op,
-                ": weight must be on the device of input (", input.device(), "), got ",
-                weight->device());
-  }
+  check_class_weight(op, weight, input, classes);
   return rows;
 }
 

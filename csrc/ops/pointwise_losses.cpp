@@ -1,86 +1,31 @@
-// Operator layer of the pointwise losses: schemas, argument validation, and the device-independent
-// part of the fused forward (broadcast, dtype promotion, weight layout, output allocation). The
-// CPU and CUDA engines only run loops; the Meta kernel gives torch.compile the shapes.
+// Operator layer of the elementwise losses: what each declaration (pointwise_declarations.h)
+// becomes. prepare() checks a call and describes the problem (computation dtype, broadcast shape,
+// the engine's spec) for the CPU, CUDA and Meta kernels alike; the device kernel lays out the
+// operands (broadcast, dtype promotion, weights read in place) and allocates the outputs; the
+// engines only run loops. Every declared loss is registered here: its public op and its internal
+// op `_<name>_forward`, with CPU, CUDA and Meta kernels.
 
 #include "ops/pointwise_losses.h"
 
 #include <ATen/ExpandUtils.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "cpu/gradient_allocator.h"
-#include "kernels/pointwise_loss.h"
-#include "ops/arguments.h"
-#include "ops/bad_values.h"
-
 #include <cstring>
+
+#include "cpu/gradient_allocator.h"
+#include "engines/pointwise_engine.h"
+#include "ops/arguments.h"
+#include "engines/bad_values.h"
 
 namespace fusedloss {
 namespace ops {
 namespace {
 
-double param_at(c10::string_view op, c10::ArrayRef<double> params, size_t i) {
-  TORCH_CHECK_VALUE(i < params.size(), "fusedloss._pointwise_loss_forward: ", op, " takes ", i + 1,
-                    " parameters, got ", params.size());
-  return params[i];
-}
-
-PointwiseLossSpec parse_spec(c10::string_view op, c10::ArrayRef<double> params,
-                             c10::string_view reduction) {
-  PointwiseLossSpec spec;
-  spec.reduction = parse_reduction(op, reduction);
-  if (op == "mse_loss") {
-    spec.loss = PointwiseLoss::Mse;
-  } else if (op == "l1_loss") {
-    spec.loss = PointwiseLoss::L1;
-  } else if (op == "huber_loss") {
-    spec.param = param_at(op, params, 0);
-    TORCH_CHECK(spec.param > 0, "fusedloss.huber_loss: delta must be positive, got ", spec.param);
-    spec.loss = PointwiseLoss::Huber;
-  } else if (op == "smooth_l1_loss") {
-    spec.param = param_at(op, params, 0);
-    TORCH_CHECK(spec.param >= 0, "fusedloss.smooth_l1_loss: beta must be non-negative, got ",
-                spec.param);
-    // beta = 0 is L1, as in torch; the SmoothL1 formula would divide 0 by 0 at d = 0.
-    spec.loss = spec.param == 0 ? PointwiseLoss::L1 : PointwiseLoss::SmoothL1;
-  } else if (op == "binary_cross_entropy") {
-    spec.loss = PointwiseLoss::BinaryCrossEntropy;
-    spec.bad_kind = BadValueKind::Probability;
-  } else if (op == "binary_cross_entropy_with_logits") {
-    spec.loss = PointwiseLoss::BinaryCrossEntropyWithLogits;
-  } else if (op == "sigmoid_focal_loss") {
-    spec.param = param_at(op, params, 0);
-    spec.param2 = param_at(op, params, 1);
-    TORCH_CHECK_VALUE(spec.param2 >= 0, "fusedloss.sigmoid_focal_loss: gamma must be >= 0, got ",
-                      spec.param2);
-    TORCH_CHECK_VALUE(spec.param <= 1,
-                      "fusedloss.sigmoid_focal_loss: alpha must be in [0, 1] "
-                      "(or negative to disable weighting), got ",
-                      spec.param);
-    spec.loss = PointwiseLoss::SigmoidFocal;
-  } else if (op == "soft_margin_loss") {
-    spec.loss = PointwiseLoss::SoftMargin;
-  } else if (op == "hinge_embedding_loss") {
-    spec.param = param_at(op, params, 0);
-    TORCH_CHECK_VALUE(!std::isnan(spec.param), "fusedloss.hinge_embedding_loss: margin is NaN");
-    spec.loss = PointwiseLoss::HingeEmbedding;
-  } else if (op == "hinge_loss") {
-    spec.param = param_at(op, params, 0);
-    spec.param2 = param_at(op, params, 1);
-    TORCH_CHECK_VALUE(!std::isnan(spec.param), "fusedloss.hinge_loss: margin is NaN");
-    spec.loss = PointwiseLoss::Hinge;
-    spec.bad_kind = BadValueKind::HingeLabel;
-  } else {
-    TORCH_CHECK_VALUE(false, "fusedloss._pointwise_loss_forward: unknown loss '", op, "'");
-  }
-  spec.op = static_op_name(op);
-  return spec;
-}
-
 // Checks what every backend needs and returns the computation dtype.
 at::ScalarType check_inputs(c10::string_view op, const Tensor& input, const Tensor& target,
-                            const OptionalTensor& weight, const OptionalTensor& pos_weight) {
+                            const OptionalTensor& weight, const OptionalTensor& pos_weight,
+                            bool same_shape) {
   TORCH_CHECK(input.device() == target.device(), "fusedloss.", op,
               ": input and target must be on the same device, got input on ", input.device(),
               " and target on ", target.device());
@@ -90,7 +35,7 @@ at::ScalarType check_inputs(c10::string_view op, const Tensor& input, const Tens
                               ": input and target must promote to float32, float64, float16 or "
                               "bfloat16, got input ",
                               input.scalar_type(), " and target ", target.scalar_type());
-  if (op == "binary_cross_entropy" || op == "binary_cross_entropy_with_logits") {
+  if (same_shape) {
     TORCH_CHECK_VALUE(input.sym_sizes() == target.sym_sizes(), "fusedloss.", op,
                       ": target of shape ", target.sym_sizes(),
                       " must have the same shape as input of shape ", input.sym_sizes());
@@ -145,6 +90,27 @@ Tensor periodic_operand(c10::string_view op, const char* name, const Tensor& w,
   return v.expand(shape).contiguous().view(-1);
 }
 
+struct PointwiseProblem {
+  PointwiseLossSpec spec;
+  at::ScalarType dtype;      // of the computation: input's and target's, promoted
+  c10::SymDimVector shape;   // input and target broadcast
+};
+
+PointwiseProblem prepare(const PointwiseCall& c, bool compute_grad, bool compute_target_grad,
+                         TargetGradient target_gradient) {
+  const char* op = c.spec.op;
+  PointwiseProblem p{c.spec, check_inputs(op, c.input, c.target, c.weight, c.pos_weight,
+                                          c.same_shape),
+                     broadcast_shape(op, "input and target", c.input.sym_sizes(),
+                                     c.target.sym_sizes())};
+  p.spec.reduction = parse_reduction(op, c.reduction);
+  TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._", op, "_forward: ",
+              "compute_target_grad needs compute_grad (the target gradient is computed with it)");
+  TORCH_CHECK(!compute_target_grad || target_gradient == TargetGradient::Formula, "fusedloss._",
+              op, "_forward: compute_target_grad is only for losses with a target gradient formula");
+  return p;
+}
+
 using EngineFn = void (*)(const PointwiseLossSpec&, const PointwiseOperands&);
 
 // The first element the formula rejected, for the CPU's immediate error (the CUDA engine records
@@ -167,43 +133,34 @@ using EngineFn = void (*)(const PointwiseLossSpec&, const PointwiseOperands&);
 }
 
 template <EngineFn regression, EngineFn binary>
-std::tuple<Tensor, Tensor, Tensor, Tensor> forward_on_device(
-    const Tensor& input, const Tensor& target, const OptionalTensor& weight,
-    const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
-    c10::string_view reduction, bool compute_grad, bool compute_target_grad) {
-  auto spec = parse_spec(op, params, reduction);
-  const auto dtype = check_inputs(op, input, target, weight, pos_weight);
-  TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._pointwise_loss_forward: ",
-              "compute_target_grad needs compute_grad (the target gradient is computed with it)");
-  const auto sym_shape =
-      broadcast_shape(op, "input and target", input.sym_sizes(), target.sym_sizes());
-  const auto shape = C10_AS_INTARRAYREF_SLOW(sym_shape);
+PointwiseResult forward_on_device(const PointwiseCall& c, bool compute_grad,
+                                  bool compute_target_grad, TargetGradient target_gradient) {
+  PointwiseProblem p = prepare(c, compute_grad, compute_target_grad, target_gradient);
+  PointwiseLossSpec& spec = p.spec;
+  const char* op = spec.op;
+  const auto shape = C10_AS_INTARRAYREF_SLOW(p.shape);
   PointwiseOperands o;
-  o.input = input.to(dtype).expand(shape).contiguous();
-  o.target = target.to(dtype).expand(shape).contiguous();
-  if (weight.has_value()) o.weight = periodic_operand(op, "weight", *weight, shape, dtype);
-  if (pos_weight.has_value()) {
-    o.pos_weight = periodic_operand(op, "pos_weight", *pos_weight, shape, dtype);
+  o.input = c.input.to(p.dtype).expand(shape).contiguous();
+  o.target = c.target.to(p.dtype).expand(shape).contiguous();
+  if (c.weight.has_value()) o.weight = periodic_operand(op, "weight", *c.weight, shape, p.dtype);
+  if (c.pos_weight.has_value()) {
+    o.pos_weight = periodic_operand(op, "pos_weight", *c.pos_weight, shape, p.dtype);
   }
   const auto options = o.input.options();
   const bool reduced = spec.reduction != at::Reduction::None;
   o.loss = reduced ? at::empty({}, options) : at::empty(shape, options);
-  const auto acc_options = options.dtype(accumulation_dtype(dtype));
+  const auto acc_options = options.dtype(accumulation_dtype(p.dtype));
   o.backward_scale = reduced ? at::empty({}, acc_options) : at::empty({0}, acc_options);
   if (compute_grad) o.grad_input = cpu::empty_gradient(shape, options);
-  if (compute_target_grad) {
-    TORCH_CHECK(target_gradient(op) == TargetGradient::Formula, "fusedloss.", op,
-                ": compute_target_grad is only for losses with a target gradient formula");
-    o.grad_target = cpu::empty_gradient(shape, options);
-  }
+  if (compute_target_grad) o.grad_target = cpu::empty_gradient(shape, options);
   if (spec.bad_kind != BadValueKind::None && o.input.is_cpu()) {
     o.invalid_count = at::empty({}, options.dtype(at::kLong));
   }
   if (spec.reduction == at::Reduction::Mean) {
     const double n = static_cast<double>(o.input.numel());
-    (folds_mean_into_gradient(dtype) ? spec.grad_scale : spec.backward_scale) = 1.0 / n;
+    (folds_mean_into_gradient(p.dtype) ? spec.grad_scale : spec.backward_scale) = 1.0 / n;
   }
-  (is_regression(spec.loss) ? regression : binary)(spec, o);
+  (std::holds_alternative<RegressionLoss>(spec.loss) ? regression : binary)(spec, o);
 
   if (o.invalid_count.defined()) {
     const int64_t invalid = o.invalid_count.item<int64_t>();
@@ -214,108 +171,81 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_on_device(
           compute_target_grad ? o.grad_target : empty(), o.backward_scale};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> forward_meta(
-    const Tensor& input, const Tensor& target, const OptionalTensor& weight,
-    const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
-    c10::string_view reduction, bool compute_grad, bool compute_target_grad) {
-  const auto spec = parse_spec(op, params, reduction);
-  const auto options = input.options().dtype(check_inputs(op, input, target, weight, pos_weight));
-  TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._pointwise_loss_forward: ",
-              "compute_target_grad needs compute_grad (the target gradient is computed with it)");
-  const auto shape = broadcast_shape(op, "input and target", input.sym_sizes(), target.sym_sizes());
-  const auto full = [&] { return at::empty_symint(shape, options); };
+PointwiseResult forward_meta(const PointwiseCall& c, bool compute_grad, bool compute_target_grad,
+                             TargetGradient target_gradient) {
+  const PointwiseProblem p = prepare(c, compute_grad, compute_target_grad, target_gradient);
+  const auto options = c.input.options().dtype(p.dtype);
+  const auto full = [&] { return at::empty_symint(p.shape, options); };
   const auto empty = [&] { return at::empty({0}, options); };
-  const bool reduced = spec.reduction != at::Reduction::None;
-  const auto acc_options = options.dtype(accumulation_dtype(options.dtype().toScalarType()));
+  const bool reduced = p.spec.reduction != at::Reduction::None;
+  const auto acc_options = options.dtype(accumulation_dtype(p.dtype));
   return {reduced ? at::empty({}, options) : full(), compute_grad ? full() : empty(),
           compute_target_grad ? full() : empty(),
           reduced ? at::empty({}, acc_options) : at::empty({0}, acc_options)};
 }
 
-// A public op below autograd: the loss alone.
-Tensor loss_only(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
-                 const OptionalTensor& pos_weight, const char* op, std::vector<double> params,
-                 c10::string_view reduction) {
-  return std::get<0>(
-      pointwise_loss_forward(input, target, weight, pos_weight, op, params, reduction));
-}
+// The kernels of one declared loss, with the signatures its schemas give them.
+template <typename D, typename Bind = decltype(&D::bind)>
+struct Kernels;
+
+template <typename D, typename... Args>
+struct Kernels<D, PointwiseCall (*)(Args...)> {
+  template <EngineFn regression, EngineFn binary>
+  static PointwiseResult on_device(Args... args, bool compute_grad, bool compute_target_grad) {
+    return forward_on_device<regression, binary>(D::bind(args...), compute_grad,
+                                                 compute_target_grad, D::kTargetGradient);
+  }
+  static PointwiseResult meta(Args... args, bool compute_grad, bool compute_target_grad) {
+    return forward_meta(D::bind(args...), compute_grad, compute_target_grad, D::kTargetGradient);
+  }
+  // The public op below autograd: the loss alone.
+  static Tensor loss_only(Args... args) {
+    return std::get<0>(Declared<D>::forward(args..., false, false));
+  }
+};
 
 }  // namespace
-
-TargetGradient target_gradient(c10::string_view op) {
-  if (op == "soft_margin_loss") return TargetGradient::NotDifferentiable;
-  if (op == "hinge_embedding_loss") return TargetGradient::None;
-  if (op == "binary_cross_entropy" || op == "binary_cross_entropy_with_logits" ||
-      op == "sigmoid_focal_loss" || op == "hinge_loss") {
-    return TargetGradient::Formula;
-  }
-  return TargetGradient::NegatedInputGradient;
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor> pointwise_loss_forward(
-    const Tensor& input, const Tensor& target, const OptionalTensor& weight,
-    const OptionalTensor& pos_weight, c10::string_view op, c10::ArrayRef<double> params,
-    c10::string_view reduction, bool compute_grad, bool compute_target_grad) {
-  static auto handle = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("fusedloss::_pointwise_loss_forward", "")
-                           .typed<decltype(pointwise_loss_forward)>();
-  return handle.call(input, target, weight, pos_weight, op, params, reduction, compute_grad,
-                     compute_target_grad);
-}
-
 }  // namespace ops
 }  // namespace fusedloss
 
 TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
-  m.def("mse_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
-  m.def("l1_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
-  m.def(
-      "huber_loss(Tensor input, Tensor target, str reduction=\"mean\", float delta=1.0) -> Tensor");
-  m.def(
-      "smooth_l1_loss(Tensor input, Tensor target, str reduction=\"mean\", float beta=1.0) -> "
-      "Tensor");
-  m.def(
-      "binary_cross_entropy(Tensor input, Tensor target, Tensor? weight=None, "
-      "str reduction=\"mean\") -> Tensor");
-  m.def(
-      "binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, "
-      "Tensor? pos_weight=None, str reduction=\"mean\") -> Tensor");
-  m.def(
-      "sigmoid_focal_loss(Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2.0, "
-      "str reduction=\"none\") -> Tensor");
-  m.def("soft_margin_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
-  m.def(
-      "hinge_embedding_loss(Tensor input, Tensor target, float margin=1.0, "
-      "str reduction=\"mean\") -> Tensor");
-  m.def(
-      "hinge_loss(Tensor input, Tensor target, float margin=1.0, bool squared=False, "
-      "str reduction=\"mean\") -> Tensor");
-  m.def(
-      "_pointwise_loss_forward(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
-      "str loss, float[] params, str reduction, bool compute_grad=False, "
-      "bool compute_target_grad=False) "
-      "-> (Tensor loss, Tensor grad_input, Tensor grad_target, Tensor backward_scale)");
+  using namespace fusedloss::ops;
+  for_each_declared([&]<typename D>() {
+    m.def(Declared<D>::public_schema().c_str());
+    m.def(Declared<D>::internal_schema().c_str());
+  });
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CompositeExplicitAutograd, m) {
-  FUSEDLOSS_IMPL_POINTWISE_OPS(m, &fusedloss::ops::loss_only);
+  using namespace fusedloss::ops;
+  for_each_declared([&]<typename D>() { m.impl(D::kName, TORCH_FN(Kernels<D>::loss_only)); });
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CPU, m) {
   using namespace fusedloss;
-  m.impl("_pointwise_loss_forward",
-         TORCH_FN((ops::forward_on_device<cpu::regression_loss_kernel, cpu::binary_loss_kernel>)));
+  using namespace fusedloss::ops;
+  for_each_declared([&]<typename D>() {
+    m.impl(Declared<D>::internal_name().c_str(),
+           TORCH_FN((Kernels<D>::template on_device<cpu::regression_loss_kernel,
+                                                    cpu::binary_loss_kernel>)));
+  });
 }
 
 #ifdef FUSEDLOSS_WITH_CUDA
 TORCH_LIBRARY_IMPL(fusedloss, CUDA, m) {
   using namespace fusedloss;
-  m.impl(
-      "_pointwise_loss_forward",
-      TORCH_FN((ops::forward_on_device<cuda::regression_loss_kernel, cuda::binary_loss_kernel>)));
+  using namespace fusedloss::ops;
+  for_each_declared([&]<typename D>() {
+    m.impl(Declared<D>::internal_name().c_str(),
+           TORCH_FN((Kernels<D>::template on_device<cuda::regression_loss_kernel,
+                                                    cuda::binary_loss_kernel>)));
+  });
 }
 #endif
 
 TORCH_LIBRARY_IMPL(fusedloss, Meta, m) {
-  m.impl("_pointwise_loss_forward", TORCH_FN(fusedloss::ops::forward_meta));
+  using namespace fusedloss::ops;
+  for_each_declared([&]<typename D>() {
+    m.impl(Declared<D>::internal_name().c_str(), TORCH_FN(Kernels<D>::meta));
+  });
 }

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import test_binary_losses as binary
-import test_pointwise_losses as regression
+import test_regression_losses as regression
 from tolerances import DTYPES
 
 settings.register_profile("ci", max_examples=150, derandomize=True, deadline=None,

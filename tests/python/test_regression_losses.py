@@ -1,6 +1,6 @@
-"""The pointwise (regression) losses against torch.nn.functional: values and gradients over
-shapes, strides, broadcasting, dtypes, reductions and options, plus gradcheck, opcheck,
-torch.compile, bad input and determinism."""
+"""The regression losses (MSE, L1, Huber, SmoothL1) against torch.nn.functional: values and
+gradients over shapes, strides, broadcasting, dtypes, reductions and options, plus gradcheck,
+opcheck, torch.compile, bad input and determinism."""
 
 import warnings
 
@@ -220,17 +220,18 @@ def test_opcheck(name, requires_grad, device):
 def test_internal_forward_needs_input_gradient_for_target_gradient():
     x, y = make_pair((3,), torch.float32, "cpu")
     with pytest.raises(RuntimeError, match="compute_target_grad needs compute_grad"):
-        torch.ops.fusedloss._pointwise_loss_forward(x, y, None, None, "hinge_loss", [1.0, 0.0],
-                                                    "sum", False, True)
+        torch.ops.fusedloss._hinge_loss_forward(x, y, 1.0, False, "sum", False, True)
 
 
 def test_opcheck_internal_forward(device):
     x, y = make_pair((4, 3), torch.float32, device)
     for compute_grad in (False, True):
-        torch.library.opcheck(
-            torch.ops.fusedloss._pointwise_loss_forward,
-            (x, y, None, None, "huber_loss", [0.5], "sum", compute_grad),
-        )
+        torch.library.opcheck(torch.ops.fusedloss._huber_loss_forward,
+                              (x, y, "sum", 0.5, compute_grad, False))
+    for reduction in ("mean", "none"):
+        torch.library.opcheck(torch.ops.fusedloss._binary_cross_entropy_with_logits_forward,
+                              (x, y.sigmoid(), None, torch.rand(3, device=device), reduction,
+                               True, True))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

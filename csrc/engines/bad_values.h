@@ -5,7 +5,7 @@
 // On the CPU the op raises at once. On CUDA the kernel writes the record into device memory and
 // the error is raised later without stalling the stream (cuda/deferred_errors.h): by the next
 // fusedloss call once the work is done, by fusedloss::check_errors(), or at once in synchronous
-// mode. Either way the message is the one built here.
+// mode. Either way the message is the one raise_bad_value builds (ops/bad_values.cpp).
 
 #include <c10/util/string_view.h>
 

@@ -1,0 +1,207 @@
+#pragma once
+// Every elementwise loss, declared once. A declaration gives the public op's name and arguments
+// (its schema, defaults included), how a gradient reaches the target, and bind(): the checks of
+// its own arguments and their mapping onto the engine's spec (which formula, which parameters).
+// Everything else follows from it (ops/pointwise_losses.cpp, autograd/pointwise_losses.cpp): the
+// public op and its typed internal op `_<name>_forward(<arguments>, bool compute_grad,
+// bool compute_target_grad)`, their CPU, CUDA and Meta kernels, and the autograd kernel.
+//
+// To add a loss: its formula and enumerator in kernels/*_formulas.h, a declaration here (and in
+// PointwiseDeclarations below), then the front-ends. docs/adding_a_loss.md has the steps.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
+
+#include <cmath>
+#include <optional>
+#include <tuple>
+
+#include "engines/pointwise_engine.h"
+
+namespace fusedloss {
+namespace ops {
+
+using at::Tensor;
+using OptionalTensor = std::optional<Tensor>;
+
+// How each loss gives d(loss)/d(target).
+enum class TargetGradient {
+  NegatedInputGradient,  // a function of input - target (regression)
+  Formula,               // its own formula, computed in the fused pass when needed
+  NotDifferentiable,     // torch raises when it is asked for (soft_margin_loss)
+  None,                  // no gradient flows to target (hinge_embedding_loss, as torch)
+};
+
+// One call of an elementwise loss, as bind() leaves it.
+struct PointwiseCall {
+  Tensor input, target;
+  OptionalTensor weight, pos_weight;
+  c10::string_view reduction;
+  PointwiseLossSpec spec;  // loss, param, param2, op, bad_kind (the op layer fills the rest)
+  bool same_shape = false;  // input and target must have one shape (no broadcasting), as torch
+};
+
+namespace declared {
+
+inline PointwiseCall call(const char* op, const Tensor& input, const Tensor& target,
+                          c10::string_view reduction, std::variant<RegressionLoss, BinaryLoss> loss,
+                          double param = 0, double param2 = 0) {
+  PointwiseCall c{input, target, std::nullopt, std::nullopt, reduction, {}, false};
+  c.spec.loss = loss;
+  c.spec.param = param;
+  c.spec.param2 = param2;
+  c.spec.op = op;
+  return c;
+}
+
+struct MseLoss {
+  static constexpr const char* kName = "mse_loss";
+  static constexpr const char* kArguments = "Tensor input, Tensor target, str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::NegatedInputGradient;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, c10::string_view reduction) {
+    return call(kName, input, target, reduction, RegressionLoss::Mse);
+  }
+};
+
+struct L1Loss {
+  static constexpr const char* kName = "l1_loss";
+  static constexpr const char* kArguments = "Tensor input, Tensor target, str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::NegatedInputGradient;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, c10::string_view reduction) {
+    return call(kName, input, target, reduction, RegressionLoss::L1);
+  }
+};
+
+struct HuberLoss {
+  static constexpr const char* kName = "huber_loss";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, str reduction=\"mean\", float delta=1.0";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::NegatedInputGradient;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, c10::string_view reduction,
+                            double delta) {
+    TORCH_CHECK(delta > 0, "fusedloss.huber_loss: delta must be positive, got ", delta);
+    return call(kName, input, target, reduction, RegressionLoss::Huber, delta);
+  }
+};
+
+struct SmoothL1Loss {
+  static constexpr const char* kName = "smooth_l1_loss";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, str reduction=\"mean\", float beta=1.0";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::NegatedInputGradient;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, c10::string_view reduction,
+                            double beta) {
+    TORCH_CHECK(beta >= 0, "fusedloss.smooth_l1_loss: beta must be non-negative, got ", beta);
+    // beta = 0 is L1, as in torch; the SmoothL1 formula would divide 0 by 0 at d = 0.
+    return call(kName, input, target, reduction,
+                beta == 0 ? RegressionLoss::L1 : RegressionLoss::SmoothL1, beta);
+  }
+};
+
+struct BinaryCrossEntropy {
+  static constexpr const char* kName = "binary_cross_entropy";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, Tensor? weight=None, str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target,
+                            const OptionalTensor& weight, c10::string_view reduction) {
+    PointwiseCall c = call(kName, input, target, reduction, BinaryLoss::BinaryCrossEntropy);
+    c.weight = weight;
+    c.same_shape = true;
+    c.spec.bad_kind = BadValueKind::Probability;
+    return c;
+  }
+};
+
+struct BinaryCrossEntropyWithLogits {
+  static constexpr const char* kName = "binary_cross_entropy_with_logits";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, Tensor? weight=None, Tensor? pos_weight=None, "
+      "str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target,
+                            const OptionalTensor& weight, const OptionalTensor& pos_weight,
+                            c10::string_view reduction) {
+    PointwiseCall c =
+        call(kName, input, target, reduction, BinaryLoss::BinaryCrossEntropyWithLogits);
+    c.weight = weight;
+    c.pos_weight = pos_weight;
+    c.same_shape = true;
+    return c;
+  }
+};
+
+struct SigmoidFocalLoss {
+  static constexpr const char* kName = "sigmoid_focal_loss";
+  static constexpr const char* kArguments =
+      "Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2.0, str reduction=\"none\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static PointwiseCall bind(const Tensor& inputs, const Tensor& targets, double alpha,
+                            double gamma, c10::string_view reduction) {
+    TORCH_CHECK_VALUE(gamma >= 0, "fusedloss.sigmoid_focal_loss: gamma must be >= 0, got ", gamma);
+    TORCH_CHECK_VALUE(alpha <= 1,
+                      "fusedloss.sigmoid_focal_loss: alpha must be in [0, 1] (or negative to "
+                      "disable weighting), got ",
+                      alpha);
+    return call(kName, inputs, targets, reduction, BinaryLoss::SigmoidFocal, alpha, gamma);
+  }
+};
+
+struct SoftMarginLoss {
+  static constexpr const char* kName = "soft_margin_loss";
+  static constexpr const char* kArguments = "Tensor input, Tensor target, str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::NotDifferentiable;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, c10::string_view reduction) {
+    return call(kName, input, target, reduction, BinaryLoss::SoftMargin);
+  }
+};
+
+struct HingeEmbeddingLoss {
+  static constexpr const char* kName = "hinge_embedding_loss";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, float margin=1.0, str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::None;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, double margin,
+                            c10::string_view reduction) {
+    TORCH_CHECK_VALUE(!std::isnan(margin), "fusedloss.hinge_embedding_loss: margin is NaN");
+    return call(kName, input, target, reduction, BinaryLoss::HingeEmbedding, margin);
+  }
+};
+
+struct HingeLoss {
+  static constexpr const char* kName = "hinge_loss";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, float margin=1.0, bool squared=False, str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, double margin,
+                            bool squared, c10::string_view reduction) {
+    TORCH_CHECK_VALUE(!std::isnan(margin), "fusedloss.hinge_loss: margin is NaN");
+    PointwiseCall c =
+        call(kName, input, target, reduction, BinaryLoss::Hinge, margin, squared ? 1.0 : 0.0);
+    c.spec.bad_kind = BadValueKind::HingeLabel;
+    return c;
+  }
+};
+
+}  // namespace declared
+
+// The declared elementwise losses: each is registered as an op with its kernels.
+using PointwiseDeclarations =
+    std::tuple<declared::MseLoss, declared::L1Loss, declared::HuberLoss, declared::SmoothL1Loss,
+               declared::BinaryCrossEntropy, declared::BinaryCrossEntropyWithLogits,
+               declared::SigmoidFocalLoss, declared::SoftMarginLoss,
+               declared::HingeEmbeddingLoss, declared::HingeLoss>;
+
+// Calls f.template operator()<D>() for every declared loss D (registration).
+template <typename F, typename... D>
+void for_each_declared(F&& f, std::tuple<D...>* /*list*/) {
+  (f.template operator()<D>(), ...);
+}
+template <typename F>
+void for_each_declared(F&& f) {
+  for_each_declared(f, static_cast<PointwiseDeclarations*>(nullptr));
+}
+
+}  // namespace ops
+}  // namespace fusedloss

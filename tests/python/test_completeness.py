@@ -1,0 +1,126 @@
+"""Every public op of torch.ops.fusedloss reaches every front-end: the Python functional API,
+fusedloss.nn, the C++ functional and module APIs, the module-swap helper, the test tables and the
+README's API table. Driven by the ops the library registers, so a new op that misses one fails."""
+
+import importlib
+import os
+import re
+
+import pytest
+import torch
+
+import fusedloss
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+# op -> (fusedloss.nn module, C++ module, the torch.nn module replace_losses swaps, or None where
+# torch has none). Every public op must be here or in NOT_LOSSES.
+FRONT_ENDS = {
+    "mse_loss": ("MSELoss", "MSELoss", torch.nn.MSELoss),
+    "l1_loss": ("L1Loss", "L1Loss", torch.nn.L1Loss),
+    "huber_loss": ("HuberLoss", "HuberLoss", torch.nn.HuberLoss),
+    "smooth_l1_loss": ("SmoothL1Loss", "SmoothL1Loss", torch.nn.SmoothL1Loss),
+    "binary_cross_entropy": ("BCELoss", "BCELoss", torch.nn.BCELoss),
+    "binary_cross_entropy_with_logits": ("BCEWithLogitsLoss", "BCEWithLogitsLoss",
+                                         torch.nn.BCEWithLogitsLoss),
+    "sigmoid_focal_loss": ("SigmoidFocalLoss", "SigmoidFocalLoss", None),  # torchvision's
+    "soft_margin_loss": ("SoftMarginLoss", "SoftMarginLoss", torch.nn.SoftMarginLoss),
+    "hinge_embedding_loss": ("HingeEmbeddingLoss", "HingeEmbeddingLoss",
+                             torch.nn.HingeEmbeddingLoss),
+    "hinge_loss": ("HingeLoss", "HingeLoss", None),
+    "cross_entropy": ("CrossEntropyLoss", "CrossEntropyLoss", torch.nn.CrossEntropyLoss),
+    "nll_loss": ("NLLLoss", "NLLLoss", torch.nn.NLLLoss),
+    "multi_margin_loss": ("MultiMarginLoss", "MultiMarginLoss", torch.nn.MultiMarginLoss),
+    # torch's LinearCrossEntropyLoss (2.13+) is not swapped: its forward takes the hidden states,
+    # so a model calling it already gets the fused path only through our class, which owns the
+    # same Linear; swapping would change nothing a user could rely on across torch versions.
+    "linear_cross_entropy": ("LinearCrossEntropyLoss", "LinearCrossEntropyLoss", None),
+}
+# Public ops exempt from some front-ends, with the reason.
+NO_MODULE = {
+    "cross_entropy_with_z_loss": "the (loss, z_loss) pair of cross_entropy, for logging; "
+                                 "CrossEntropyLoss is its module",
+}
+NOT_LOSSES = {
+    "check_errors": "error control (fusedloss.check_errors), not a loss",
+    "set_synchronous_errors": "error control (fusedloss.set_synchronous_errors), not a loss",
+}
+# Losses tested in their own module rather than in the shared tables.
+OWN_TEST_MODULE = {
+    "linear_cross_entropy": "test_linear_cross_entropy.py (its call takes a weight matrix)",
+}
+TEST_MODULES = ["test_regression_losses", "test_binary_losses", "test_multiclass_losses",
+                "test_bad_input_and_edges"]
+
+
+def public_ops():
+    names = {n.split("::")[1].split(".")[0] for n in torch._C._dispatch_get_all_op_names()
+             if n.startswith("fusedloss::")}
+    return sorted(n for n in names if not n.startswith("_"))
+
+
+def read(*path):
+    with open(os.path.join(ROOT, *path), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_every_public_op_is_listed():
+    listed = set(FRONT_ENDS) | set(NO_MODULE) | set(NOT_LOSSES)
+    assert set(public_ops()) == listed, (
+        "add the op to FRONT_ENDS (or an exemption with its reason); "
+        f"unlisted: {sorted(set(public_ops()) - listed)}, gone: {sorted(listed - set(public_ops()))}")
+
+
+LOSS_OPS = [op for op in public_ops() if op not in NOT_LOSSES] or ["(no ops)"]
+
+
+@pytest.mark.parametrize("op", LOSS_OPS)
+def test_python_functional(op):
+    assert callable(getattr(fusedloss.functional, op, None)), f"fusedloss.functional.{op} is missing"
+
+
+@pytest.mark.parametrize("op", LOSS_OPS)
+def test_python_module_and_swap(op):
+    if op in NO_MODULE:
+        return
+    module, _, torch_module = FRONT_ENDS[op]
+    ours = getattr(fusedloss.nn, module, None)
+    assert ours is not None, f"fusedloss.nn.{module} is missing"
+    if torch_module is not None:
+        assert issubclass(ours, torch_module)
+        assert fusedloss.nn.DROP_INS.get(torch_module) is ours, f"replace_losses misses {module}"
+
+
+@pytest.mark.parametrize("op", LOSS_OPS)
+def test_cpp_api(op):
+    functional = read("csrc", "fusedloss", "functional.h")
+    assert re.search(rf"^inline [^\n]*\b{op}\(", functional, re.M), \
+        f"fusedloss::functional::{op} is missing from csrc/fusedloss/functional.h"
+    if op in NO_MODULE:
+        return
+    module = FRONT_ENDS[op][1]
+    modules = read("csrc", "fusedloss", "modules.h")
+    assert (re.search(rf"FUSEDLOSS_POINTWISE_MODULE\({module},", modules)
+            or re.search(rf"TORCH_MODULE\({module}\)", modules)), \
+        f"fusedloss::nn::{module} is missing from csrc/fusedloss/modules.h"
+
+
+@pytest.mark.parametrize("op", LOSS_OPS)
+def test_test_tables(op):
+    if op in OWN_TEST_MODULE:
+        return
+    keys = set()
+    for name in TEST_MODULES:
+        module = importlib.import_module(name)
+        for table in ("LOSSES", "OPS"):
+            keys |= set(getattr(module, table, {}))
+    assert any(k == op or k.startswith(op + "_") for k in keys), \
+        f"{op} is in no table of {TEST_MODULES} (values against torch, opcheck, bad input)"
+
+
+@pytest.mark.parametrize("op", LOSS_OPS)
+def test_readme_api_table(op):
+    readme = read("README.md")
+    api = readme[readme.index("## API"):readme.index("Formulas,")]
+    rows = [line for line in api.splitlines() if line.startswith("|")]
+    assert any(f"`{op}(" in row for row in rows), f"README's API table has no row for {op}"
