@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn import _reduction as _Reduction
 
 __all__ = [
-    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
@@ -117,6 +117,21 @@ def smooth_l1_loss(
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.smooth_l1_loss(input, target, reduction, beta)
 
+
+
+def poisson_nll_loss(
+    input: Tensor,
+    target: Tensor,
+    log_input: bool = True,
+    full: bool = False,
+    size_average: Optional[bool] = None,
+    eps: float = 1e-8,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Poisson negative log likelihood; see torch.nn.functional.poisson_nll_loss."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.poisson_nll_loss(input, target, log_input, full, eps, reduction)
 
 def binary_cross_entropy(
     input: Tensor,

@@ -11,7 +11,8 @@ from torch.nn.modules.loss import _Loss
 from . import functional as F
 
 __all__ = [
-    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "PoissonNLLLoss", "BCELoss",
+    "BCEWithLogitsLoss",
     "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss",
     "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "LinearCrossEntropyLoss", "replace_losses",
 ]
@@ -35,6 +36,12 @@ class HuberLoss(torch.nn.HuberLoss):
 class SmoothL1Loss(torch.nn.SmoothL1Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class PoissonNLLLoss(torch.nn.PoissonNLLLoss):
+    def forward(self, log_input: Tensor, target: Tensor) -> Tensor:
+        return F.poisson_nll_loss(log_input, target, log_input=self.log_input, full=self.full,
+                                  eps=self.eps, reduction=self.reduction)
 
 
 class BCELoss(torch.nn.BCELoss):
@@ -184,6 +191,7 @@ DROP_INS = {
     torch.nn.L1Loss: L1Loss,
     torch.nn.HuberLoss: HuberLoss,
     torch.nn.SmoothL1Loss: SmoothL1Loss,
+    torch.nn.PoissonNLLLoss: PoissonNLLLoss,
     torch.nn.BCELoss: BCELoss,
     torch.nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
     torch.nn.SoftMarginLoss: SoftMarginLoss,

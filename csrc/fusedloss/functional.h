@@ -94,6 +94,17 @@ inline at::Tensor smooth_l1_loss(const at::Tensor& input, const at::Tensor& targ
                      options.beta().value_or(1.0));
 }
 
+using PoissonNLLLossFuncOptions = torch::nn::PoissonNLLLossOptions;
+
+inline at::Tensor poisson_nll_loss(const at::Tensor& input, const at::Tensor& target,
+                                   const PoissonNLLLossFuncOptions& options = {}) {
+  static const auto handle = detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, bool,
+                                                   bool, double, c10::string_view)>(
+      "fusedloss::poisson_nll_loss");
+  return handle.call(input, target, options.log_input(), options.full(), options.eps(),
+                     detail::reduction_name(options.reduction()));
+}
+
 using BinaryCrossEntropyFuncOptions = torch::nn::BCELossOptions;
 using BinaryCrossEntropyWithLogitsFuncOptions = torch::nn::BCEWithLogitsLossOptions;
 using SoftMarginLossFuncOptions = torch::nn::SoftMarginLossOptions;

@@ -1,5 +1,6 @@
 #pragma once
-// Per-element math of the binary classification and margin losses, shared by the CPU and CUDA
+// Per-element math of the binary classification and margin losses (and the other losses of
+// (input, target) with a target gradient of their own: Poisson NLL), shared by the CPU and CUDA
 // engines. Each formula sees one element: input x, target t, its `weight` w and `pos_weight` p
 // (1 where the loss has none), and gives the loss value, d(loss)/d(x) and, where torch has one,
 // d(loss)/d(t). T is the accumulation type. Every logistic term uses the stable softplus and
@@ -137,6 +138,34 @@ struct Hinge {
   }
 };
 
+// torch.nn.functional.poisson_nll_loss. kLogInput: x is log(rate), loss e^x - t x; else x is the
+// rate, loss x - t log(x + eps). kFull adds Stirling's approximation of log(t!),
+// t log t - t + log(2 pi t) / 2, where t > 1 (0 elsewhere, as torch's masked_fill(t <= 1)).
+// d/dt: -x (or -log(x + eps)), plus log t + 1/(2t) where the Stirling term is on (its derivative:
+// log t + 1 - 1 + 1/(2t)); torch's own autograd gives NaN at t = 0 with full (0 * log 0), ours 0.
+template <typename T, bool kLogInput, bool kFull>
+struct PoissonNll {
+  T eps;
+  C10_HOST_DEVICE static bool stirling_on(T t) { return !(t <= T(1)); }  // NaN keeps its term
+  C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const {
+    T v = kLogInput ? exp_of(x) - t * x : x - t * log_of(x + eps);
+    if constexpr (kFull) {
+      if (stirling_on(t)) v += t * log_of(t) - t + T(0.5) * log_of(T(6.283185307179586) * t);
+    }
+    return v;
+  }
+  C10_HOST_DEVICE T grad_input(T x, T t, T /*w*/, T /*p*/) const {
+    return kLogInput ? exp_of(x) - t : T(1) - t / (x + eps);
+  }
+  C10_HOST_DEVICE T grad_target(T x, T t, T /*w*/, T /*p*/) const {
+    T g = kLogInput ? -x : -log_of(x + eps);
+    if constexpr (kFull) {
+      if (stirling_on(t)) g += log_of(t) + T(0.5) / t;
+    }
+    return g;
+  }
+};
+
 }  // namespace formulas
 
 enum class BinaryLoss {
@@ -146,10 +175,12 @@ enum class BinaryLoss {
   SoftMargin,
   HingeEmbedding,
   Hinge,
+  PoissonNll,
 };
 
-// Calls fn(formula) with the formula of `loss`, in accumulation type T. param: alpha (focal) or
-// margin; param2: gamma (focal) or squared (hinge, 0 or 1).
+// Calls fn(formula) with the formula of `loss`, in accumulation type T. param: alpha (focal),
+// margin or eps (Poisson); param2: gamma (focal), squared (hinge, 0 or 1) or log_input + 2 full
+// (Poisson).
 template <typename T, typename Fn>
 decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2, Fn&& fn) {
   using namespace formulas;
@@ -169,6 +200,11 @@ decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2
     case BinaryLoss::Hinge:
       if (param2 != 0) return fn(Hinge<T, true>{p});
       return fn(Hinge<T, false>{p});
+    case BinaryLoss::PoissonNll:
+      if (param2 == 0) return fn(PoissonNll<T, false, false>{p});
+      if (param2 == 1) return fn(PoissonNll<T, true, false>{p});
+      if (param2 == 2) return fn(PoissonNll<T, false, true>{p});
+      return fn(PoissonNll<T, true, true>{p});
   }
   __builtin_unreachable();  // every enumerator is handled above (-Wswitch checks it)
 }

@@ -184,6 +184,20 @@ struct HingeLoss {
   }
 };
 
+struct PoissonNllLoss {
+  static constexpr const char* kName = "poisson_nll_loss";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, bool log_input=True, bool full=False, float eps=1e-08, "
+      "str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, bool log_input, bool full,
+                            double eps, c10::string_view reduction) {
+    TORCH_CHECK_VALUE(!std::isnan(eps), "fusedloss.poisson_nll_loss: eps is NaN");
+    return call(kName, input, target, reduction, BinaryLoss::PoissonNll, eps,
+                (log_input ? 1.0 : 0.0) + (full ? 2.0 : 0.0));
+  }
+};
+
 }  // namespace declared
 
 // The declared elementwise losses: each is registered as an op with its kernels.
@@ -191,7 +205,7 @@ using PointwiseDeclarations =
     std::tuple<declared::MseLoss, declared::L1Loss, declared::HuberLoss, declared::SmoothL1Loss,
                declared::BinaryCrossEntropy, declared::BinaryCrossEntropyWithLogits,
                declared::SigmoidFocalLoss, declared::SoftMarginLoss,
-               declared::HingeEmbeddingLoss, declared::HingeLoss>;
+               declared::HingeEmbeddingLoss, declared::HingeLoss, declared::PoissonNllLoss>;
 
 // Calls f.template operator()<D>() for every declared loss D (registration).
 template <typename F, typename... D>

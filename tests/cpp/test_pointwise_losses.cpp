@@ -55,6 +55,14 @@ std::vector<LossCase> loss_cases() {
        [](auto& x, auto& y, auto r) {
          return F::smooth_l1_loss(x, y, F::SmoothL1LossFuncOptions().reduction(r), 0.5);
        }},
+      {"poisson_nll_loss",
+       [](auto& x, auto& y, auto r) {
+         return fusedloss::nn::PoissonNLLLoss(torch::nn::PoissonNLLLossOptions().reduction(r))(x,
+                                                                                              y);
+       },
+       [](auto& x, auto& y, auto r) {
+         return F::poisson_nll_loss(x, y, F::PoissonNLLLossFuncOptions().reduction(r));
+       }},
   };
 }
 

@@ -55,6 +55,10 @@ LOSSES = {
     "hinge_embedding_loss": (FL.hinge_embedding_loss, F.hinge_embedding_loss, {"margin": 0.7}, "logit", "sign", "no"),
     "hinge_loss": (FL.hinge_loss, hinge_reference, {"margin": 0.8}, "logit", "sign", "yes"),
     "hinge_loss_squared": (FL.hinge_loss, hinge_reference, {"margin": 1.0, "squared": True}, "logit", "sign", "yes"),
+    "poisson_nll_loss": (FL.poisson_nll_loss, F.poisson_nll_loss, {}, "logit", "count", "yes"),
+    # full: counts from 1 (torch's own target gradient is NaN at 0 there: 0 * log 0)
+    "poisson_nll_loss_rate_full": (FL.poisson_nll_loss, F.poisson_nll_loss,
+                                   {"log_input": False, "full": True, "eps": 1e-6}, "rate", "count1", "yes"),
 }
 
 
@@ -64,8 +68,11 @@ def make_inputs(name, shape, dtype, device, seed=0):
     x = torch.randn(shape, generator=g, dtype=torch.float64) * 3
     if input_kind == "prob":
         x = torch.sigmoid(x)
+    elif input_kind == "rate":
+        x = torch.exp(x / 3)
     u = torch.rand(shape, generator=g, dtype=torch.float64)
-    t = {"soft": u, "hard": (u > 0.5).double(), "sign": (u > 0.5).double() * 2 - 1}[target_kind]
+    t = {"soft": u, "hard": (u > 0.5).double(), "sign": (u > 0.5).double() * 2 - 1,
+         "count": torch.floor(u * 6), "count1": torch.floor(u * 6) + 1}[target_kind]
     return x.to(dtype).to(device), t.to(dtype).to(device)
 
 
@@ -295,6 +302,7 @@ OPS = {
     "soft_margin_loss": lambda x, t, r: (x, t, r),
     "hinge_embedding_loss": lambda x, t, r: (x, t, 0.5, r),
     "hinge_loss": lambda x, t, r: (x, t, 1.0, True, r),
+    "poisson_nll_loss": lambda x, t, r: (x, t, False, True, 1e-8, r),
 }
 
 
@@ -387,6 +395,7 @@ def test_focal_bad_hyper_parameters(kwargs, match):
         (fusedloss.nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss, {"pos_weight": torch.rand(2) + 1}),
         (fusedloss.nn.SoftMarginLoss, torch.nn.SoftMarginLoss, {"reduction": "sum"}),
         (fusedloss.nn.HingeEmbeddingLoss, torch.nn.HingeEmbeddingLoss, {"margin": 0.4}),
+        (fusedloss.nn.PoissonNLLLoss, torch.nn.PoissonNLLLoss, {"log_input": False, "full": True}),
     ],
 )
 def test_modules_are_drop_in(ours_cls, torch_cls, kwargs):

@@ -20,6 +20,7 @@ FRONT_ENDS = {
     "l1_loss": ("L1Loss", "L1Loss", torch.nn.L1Loss),
     "huber_loss": ("HuberLoss", "HuberLoss", torch.nn.HuberLoss),
     "smooth_l1_loss": ("SmoothL1Loss", "SmoothL1Loss", torch.nn.SmoothL1Loss),
+    "poisson_nll_loss": ("PoissonNLLLoss", "PoissonNLLLoss", torch.nn.PoissonNLLLoss),
     "binary_cross_entropy": ("BCELoss", "BCELoss", torch.nn.BCELoss),
     "binary_cross_entropy_with_logits": ("BCEWithLogitsLoss", "BCEWithLogitsLoss",
                                          torch.nn.BCEWithLogitsLoss),
