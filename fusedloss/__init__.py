@@ -37,5 +37,26 @@ def set_synchronous_errors(on: bool) -> bool:
     return torch.ops.fusedloss.set_synchronous_errors(on)
 
 
+def cpu_cache_clear() -> None:
+    """Frees the CPU gradient blocks fusedloss keeps for reuse (see set_cpu_cache_limit)."""
+    torch.ops.fusedloss.cpu_cache_clear()
+
+
+def set_cpu_cache_limit(nbytes: int) -> int:
+    """Sets the most bytes of CPU gradient memory fusedloss keeps for reuse; returns the previous
+    limit. A fused loss's CPU gradient over 32 MiB goes to this cache when its tensor dies
+    (x.grad = None, zero_grad(set_to_none=True)), and the next gradient of the same size reuses
+    it: a training loop faults its gradient memory in once instead of every step. The default is
+    2 GiB (FUSEDLOSS_CPU_CACHE_BYTES at import); 0 turns the cache off; the least recently
+    returned blocks are freed first."""
+    return torch.ops.fusedloss.set_cpu_cache_limit(nbytes)
+
+
+def cpu_cache_bytes() -> int:
+    """The bytes the CPU gradient cache holds now."""
+    return torch.ops.fusedloss.cpu_cache_bytes()
+
+
 __all__ = ["functional", "metrics", "nn", "library_path", "check_errors",
-           "set_synchronous_errors", "__version__"]
+           "set_synchronous_errors", "cpu_cache_clear", "set_cpu_cache_limit", "cpu_cache_bytes",
+           "__version__"]

@@ -3,14 +3,23 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 namespace fusedloss {
 namespace cpu {
 
-// An uninitialized CPU tensor like at::empty. Buffers over 32 MiB, which malloc maps fresh on every
-// allocation, are backed by transparent huge pages where the kernel allows it (madvise mode): a
-// fresh gradient of 64 MiB then costs 34 page faults instead of 16,385, and those faults are most
-// of a memory-bound loss's time on the CPU.
+// An uninitialized CPU tensor like at::empty. Buffers over 32 MiB, which malloc would map fresh
+// on every allocation, are backed by transparent huge pages where the kernel allows it (madvise
+// mode), and are kept in a bounded cache when their tensor dies, for the next gradient of the
+// same size: a steady training loop faults its gradient memory in once, not every step.
 at::Tensor empty_gradient(at::IntArrayRef shape, const at::TensorOptions& options);
+
+// The cache of large gradient blocks: its limit in bytes (FUSEDLOSS_CPU_CACHE_BYTES at load,
+// default 2 GiB; the least recently returned blocks are freed first), the bytes it holds, and
+// freeing them all.
+int64_t set_gradient_cache_limit(int64_t bytes);  // returns the previous limit
+int64_t gradient_cache_bytes();
+void clear_gradient_cache();
 
 }  // namespace cpu
 }  // namespace fusedloss

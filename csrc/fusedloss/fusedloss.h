@@ -13,6 +13,7 @@
 #include "fusedloss/errors.h"
 #include "fusedloss/functional.h"
 #include "fusedloss/library.h"
+#include "fusedloss/memory.h"
 #include "fusedloss/metrics.h"
 #include "fusedloss/modules.h"
 

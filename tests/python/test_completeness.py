@@ -45,6 +45,9 @@ NO_MODULE = {
 NOT_LOSSES = {
     "check_errors": "error control (fusedloss.check_errors), not a loss",
     "set_synchronous_errors": "error control (fusedloss.set_synchronous_errors), not a loss",
+    "cpu_cache_clear": "CPU gradient cache control (fusedloss.cpu_cache_clear), not a loss",
+    "set_cpu_cache_limit": "CPU gradient cache control (fusedloss.set_cpu_cache_limit), not a loss",
+    "cpu_cache_bytes": "CPU gradient cache control (fusedloss.cpu_cache_bytes), not a loss",
 }
 # Losses tested in their own module rather than in the shared tables.
 OWN_TEST_MODULE = {
