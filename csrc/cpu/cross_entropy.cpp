@@ -1,6 +1,8 @@
 // CPU row engine of the cross entropy (see kernels/multiclass_loss.h for the formulas).
 //
-// Rows are split over threads; each row is done by one thread in three sweeps:
+// Rows are split over threads. Class-index rows of at most 128 classes go a tile at a time
+// (tile_range: exp over the whole tile at once); any other row is done by one thread in three
+// sweeps:
 //   A. the max of the logits (read 1);
 //   B. e_c = exp(x'_c - max) into a per-thread scratch row, with the sums (read 2);
 //   C. the gradient from the scratch row (written once), only when a gradient is asked for.
@@ -147,6 +149,84 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
   }
 }
 
+// Class-index rows of few classes (C <= kTileClasses, no softcap), a tile of rows at a time: the
+// per-row loops are too short to vectorize, so exp runs over the whole tile's (x - row max) at
+// once, and only the cheap per-row sums stay scalar. `e` holds kTileElements values.
+constexpr int64_t kTileClasses = 128;
+constexpr int64_t kTileElements = 4096;
+
+template <typename scalar_t, bool kGrad, bool kSpread>
+FUSEDLOSS_CPU_CLONES void tile_range(const Rows<scalar_t>& a, int64_t begin, int64_t end,
+                                     acc_t<scalar_t>* e) {
+  using acc = acc_t<scalar_t>;
+  const int64_t C = a.num_classes, tile_rows = std::max<int64_t>(1, kTileElements / C);
+  const acc* w = a.weight;
+  const acc spread = a.smoothing / static_cast<acc>(C);
+  const acc keep = acc(1) - a.smoothing;
+  acc row_max[kTileElements], row_sum[kTileElements], row_log_sum[kTileElements];
+  for (int64_t first = begin; first < end; first += tile_rows) {
+    const int64_t rows = std::min(tile_rows, end - first), n = rows * C;
+    const scalar_t* x = a.logits + first * C;
+    for (int64_t i = 0; i < rows; ++i) {
+      acc m = -std::numeric_limits<acc>::infinity();
+#pragma omp simd reduction(max : m)
+      for (int64_t c = 0; c < C; ++c) {
+        const acc v = load_as_acc(x[i * C + c]);
+        m = v > m ? v : m;  // NaN is skipped here and propagates through the sum below
+      }
+      row_max[i] = m;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) e[i * C + c] = load_as_acc(x[i * C + c]) - m;
+    }
+#pragma omp simd
+    for (int64_t k = 0; k < n; ++k) e[k] = formulas::exp_of(e[k]);
+    for (int64_t i = 0; i < rows; ++i) {
+      acc sum = 0;
+      const acc* er = e + i * C;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t c = 0; c < C; ++c) sum += er[c];
+      row_sum[i] = sum;
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < rows; ++i) row_log_sum[i] = formulas::log_of(row_sum[i]);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t r = first + i, t = a.target_index[r];
+      if (t == a.ignore_index || t < 0 || t >= C) {
+        fill_row(a, r, t == a.ignore_index ? acc(0) : std::numeric_limits<acc>::quiet_NaN());
+        continue;
+      }
+      const acc* er = e + i * C;
+      acc q_total = 0, q_dot_x = 0;
+      if constexpr (kSpread) {
+#pragma omp simd reduction(+ : q_total, q_dot_x)
+        for (int64_t c = 0; c < C; ++c) {
+          const acc q = spread * w[c];
+          q_total += q;
+          q_dot_x += q * load_as_acc(x[i * C + c]);
+        }
+      }
+      const acc target_logit = load_as_acc(x[i * C + t]);
+      const auto row = formulas::cross_entropy_row_from_log<acc>(
+          row_max[i], row_sum[i], row_log_sum[i], q_total, q_dot_x, keep * w[t], target_logit,
+          a.z_loss, a.scale, a.z_scale);
+      a.row_loss[r] = row.loss;
+      if (a.row_z_loss) a.row_z_loss[r] = row.z_loss;
+      if constexpr (kGrad) {
+        scalar_t* g = a.grad_input + r * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          acc gc = er[c] * row.p_scale;
+          if constexpr (kSpread) gc -= spread * w[c] * row.q_scale;
+          g[c] = store_from_acc<scalar_t>(gc);
+        }
+        const acc q_t = kSpread ? spread * w[t] : acc(0);
+        g[t] = store_from_acc<scalar_t>(er[t] * row.p_scale - q_t * row.q_scale -
+                                        row.target_scale);
+      }
+    }
+  }
+}
+
 template <typename scalar_t, bool kProb, bool kCap>
 void rows_range_dispatch(const Rows<scalar_t>& a, int64_t begin, int64_t end, acc_t<scalar_t>* e) {
   const bool spread = kProb || a.smoothing != 0;
@@ -187,6 +267,20 @@ void run_rows(const CrossEntropySpec& spec, const CrossEntropyOperands& o,
                    scale,
                    z_scale};
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(C, 1));
+  const bool spread = spec.label_smoothing != 0;
+  if (!spec.probability_targets && spec.softcap == 0 && C <= kTileClasses) {
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      std::vector<acc> tile(static_cast<size_t>(kTileElements));
+      if (a.grad_input) {
+        spread ? tile_range<scalar_t, true, true>(a, begin, end, tile.data())
+               : tile_range<scalar_t, true, false>(a, begin, end, tile.data());
+      } else {
+        spread ? tile_range<scalar_t, false, true>(a, begin, end, tile.data())
+               : tile_range<scalar_t, false, false>(a, begin, end, tile.data());
+      }
+    });
+    return;
+  }
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc> scratch(a.grad_input ? static_cast<size_t>(C) : 0);
     const bool cap = spec.softcap > 0;

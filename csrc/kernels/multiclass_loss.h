@@ -66,12 +66,15 @@ struct CrossEntropyRow {
 // max: largest capped logit; sum: sum of exp(x'_c - max); q_total: Q; q_dot_x: sum q_c x'_c;
 // hard, target_logit: the class-index part (0 for probability targets); scales: the factors of
 // the loss and z-loss terms in the gradient (1/denominators for 'mean', or 1).
+// The same from log(sum) computed beforehand (the CPU's small-class rows take the logs of a tile
+// of rows at once, vectorized).
 template <typename T>
-C10_HOST_DEVICE inline CrossEntropyRow<T> cross_entropy_row(T max, T sum, T q_total, T q_dot_x,
-                                                            T hard, T target_logit, T z_coef,
-                                                            T scale, T z_scale) {
+C10_HOST_DEVICE inline CrossEntropyRow<T> cross_entropy_row_from_log(T max, T sum, T log_sum,
+                                                                     T q_total, T q_dot_x, T hard,
+                                                                     T target_logit, T z_coef,
+                                                                     T scale, T z_scale) {
   CrossEntropyRow<T> r;
-  r.lse = max + log_of(sum);
+  r.lse = max + log_sum;
   r.loss = q_total * r.lse - q_dot_x;
   if (hard != T(0)) r.loss += hard * (r.lse - target_logit);
   r.z_loss = z_coef * r.lse * r.lse;
@@ -79,6 +82,14 @@ C10_HOST_DEVICE inline CrossEntropyRow<T> cross_entropy_row(T max, T sum, T q_to
   r.q_scale = scale;
   r.target_scale = hard * scale;
   return r;
+}
+
+template <typename T>
+C10_HOST_DEVICE inline CrossEntropyRow<T> cross_entropy_row(T max, T sum, T q_total, T q_dot_x,
+                                                            T hard, T target_logit, T z_coef,
+                                                            T scale, T z_scale) {
+  return cross_entropy_row_from_log(max, sum, log_of(sum), q_total, q_dot_x, hard, target_logit,
+                                    z_coef, scale, z_scale);
 }
 
 // The online softmax state of part of a row: its max and the sum of exp(x - max). -inf logits
