@@ -242,7 +242,7 @@ struct LinearCrossEntropyFuncOptions {
   TORCH_ARG(double, label_smoothing) = 0.0;
   TORCH_ARG(double, z_loss) = 0.0;
   TORCH_ARG(std::optional<double>, softcap) = std::nullopt;
-  TORCH_ARG(std::optional<int64_t>, chunk_size) = std::nullopt;  // rows per chunk; none: 64 MiB
+  TORCH_ARG(std::optional<int64_t>, chunk_size) = std::nullopt;  // rows per chunk; none: see README
   TORCH_ARG(bool, check_target) = true;
 };
 

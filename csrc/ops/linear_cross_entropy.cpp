@@ -131,7 +131,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   Tensor gb = grad_bias ? at::zeros({vocab}, param_acc) : Tensor();
 
   const int64_t chunk = std::min<int64_t>(std::max<int64_t>(rows, 1),
-                                          chunk_size.value_or(default_chunk_rows(vocab, dtype, input.device())));
+                                          chunk_size.value_or(default_chunk_rows(rows, vocab, dtype, input.device())));
   const Tensor weight_t = linear_weight.t();
   for (int64_t start = 0; start < rows; start += chunk) {
     const int64_t len = std::min(chunk, rows - start);
@@ -215,17 +215,21 @@ Tensor loss_only(const Tensor& input, const Tensor& linear_weight, const Tensor&
 
 }  // namespace
 
-int64_t default_chunk_rows(int64_t vocab, at::ScalarType dtype, const at::Device& device) {
-  int64_t kChunkBytes = int64_t{64} << 20;
+int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,
+                           const at::Device& device) {
+  const int64_t row_bytes = std::max<int64_t>(vocab, 1) * c10::elementSize(dtype);
 #ifdef FUSEDLOSS_WITH_CUDA
   // On a GPU each chunk re-reads and re-writes the whole (V, H) weight gradient and runs a matmul
-  // of chunk rows: far fewer, larger chunks, up to a quarter of the free memory (at most 1 GiB).
+  // of chunk rows: far fewer, larger chunks, up to a quarter of the free memory (64 MiB to 1 GiB).
   if (device.is_cuda()) {
-    kChunkBytes = std::clamp<int64_t>(cuda::free_device_memory() / 4, kChunkBytes, int64_t{1} << 30);
+    const int64_t bytes =
+        std::clamp<int64_t>(cuda::free_device_memory() / 4, int64_t{64} << 20, int64_t{1} << 30);
+    return std::max<int64_t>(kMinChunkRows, bytes / row_bytes);
   }
 #endif
-  const int64_t row_bytes = std::max<int64_t>(vocab, 1) * c10::elementSize(dtype);
-  return std::max<int64_t>(kMinChunkRows, kChunkBytes / row_bytes);
+  // On the CPU: a 32nd of the rows (no more than 32 MiB of logits), the one chunk held then no
+  // larger than torch's own chunked path's, while every chunk's matmuls stay large enough.
+  return std::max<int64_t>(kMinChunkRows, std::min(rows / 32, (int64_t{32} << 20) / row_bytes));
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> linear_cross_entropy_forward(

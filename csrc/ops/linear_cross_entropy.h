@@ -23,11 +23,12 @@ struct LinearCrossEntropyArgs {
   bool check_target = true;
 };
 
-// chunk_size=None: the rows whose logits take 64 MiB in the input dtype (on CUDA a quarter of the
-// free memory, between 64 MiB and 1 GiB), and at least this many (a matmul of fewer rows runs far
-// below the machine's peak).
+// chunk_size=None: on the CPU a 32nd of the rows, with no more than 32 MiB of logits; on CUDA the
+// rows whose logits take a quarter of the free memory (64 MiB to 1 GiB); and at least this many
+// rows (a matmul of fewer rows runs far below the machine's peak).
 constexpr int64_t kMinChunkRows = 128;
-int64_t default_chunk_rows(int64_t vocab, at::ScalarType dtype, const at::Device& device);
+int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,
+                           const at::Device& device);
 
 // fusedloss::_linear_cross_entropy through the dispatcher. Returns (loss, z_loss, grad_input,
 // grad_linear_weight, grad_linear_bias, backward_scale); the gradients asked for are those of the
