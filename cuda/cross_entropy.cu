@@ -245,10 +245,8 @@ void run(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
 
 }  // namespace
 
-int64_t free_device_memory() {
-  size_t free_bytes = 0, total_bytes = 0;
-  C10_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return static_cast<int64_t>(free_bytes);
+int64_t device_memory_bytes(c10::DeviceIndex device) {
+  return static_cast<int64_t>(at::cuda::getDeviceProperties(device)->totalGlobalMem);
 }
 
 void record_bad_class_targets(const char* op, const at::Tensor& target, int64_t classes,

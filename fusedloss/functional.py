@@ -330,7 +330,7 @@ def linear_cross_entropy(
     batch_chunk_size is used as chunk_size) and the positional (input, weight, target, bias) one:
     a 2-D `weight` with no linear_weight is the linear weight. Rows are processed chunk_size at a
     time; None picks a 32nd of the rows with at most 32 MiB of logits on the CPU, the rows whose
-    logits take a quarter of the free memory (64 MiB to 1 GiB) on CUDA, and at least 128. z_loss,
+    logits take a 16th of the device's memory (64 MiB to 1 GiB) on CUDA, and at least 128. z_loss,
     softcap and check_target as in cross_entropy.
     """
     if linear_weight is None and weight is not None and weight.dim() == 2:

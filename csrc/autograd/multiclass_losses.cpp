@@ -1,7 +1,7 @@
 // Autograd for cross_entropy and multi_margin_loss, in C++ so that TorchScript and LibTorch
 // programs get it too. The forward saves only the gradient the fused kernel wrote (for
-// float32/float64 'mean' it already holds 1/denominator); backward scales it by grad_output and
-// the op's backward scale.
+// 'mean' it holds 1/denominator, except in float16); backward scales it by grad_output and the
+// op's backward scale.
 // nll_loss needs none of this: it is a composite of ATen ops, differentiated by autograd.
 
 #include "ops/multiclass_losses.h"

@@ -48,7 +48,10 @@ inline bool is_plain_cpu_one(const at::Tensor& scale) {
 inline at::Tensor scaled(const at::Tensor& gradient, const at::Tensor& grad_output,
                          const at::Tensor& backward_scale, bool reduced, bool reuse_buffer) {
   if (!reduced) return reuse_buffer ? gradient.mul_(grad_output) : gradient.mul(grad_output);
-  if (is_plain_cpu_one(grad_output) && is_plain_cpu_one(backward_scale)) return gradient;
+  if (is_plain_cpu_one(grad_output) && is_plain_cpu_one(backward_scale)) {
+    // A kept graph still needs the saved buffer: hand out a copy a hook may change in place.
+    return reuse_buffer ? gradient : gradient.clone();
+  }
   at::Tensor out = reuse_buffer ? gradient : gradient.clone();
   ops::scale_gradient_(out, grad_output.to(gradient.scalar_type()), backward_scale);
   return out;

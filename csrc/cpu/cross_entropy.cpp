@@ -268,7 +268,7 @@ void run_rows(const CrossEntropySpec& spec, const CrossEntropyOperands& o,
                    z_scale};
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(C, 1));
   const bool spread = spec.label_smoothing != 0;
-  if (!spec.probability_targets && spec.softcap == 0 && C <= kTileClasses) {
+  if (!spec.probability_targets && spec.softcap == 0 && C > 0 && C <= kTileClasses) {
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc> tile(static_cast<size_t>(kTileElements));
       if (a.grad_input) {
@@ -309,7 +309,7 @@ std::pair<double, double> read_targets(const CrossEntropySpec& spec, const Cross
       if (!spec.check_target) continue;
       BadValueRecord bad = empty_bad_value_record();
       bad.kind = static_cast<int32_t>(BadValueKind::ClassIndex);
-      bad.op = reinterpret_cast<unsigned long long>(spec.op);
+      bad.op = reinterpret_cast<unsigned long long>(static_op_name(spec.op));
       bad.position = r;
       bad.value = t[r];
       bad.limit = C;

@@ -5,6 +5,7 @@
 #include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -27,10 +28,18 @@ constexpr size_t kHugePage = size_t{2} << 20;
 constexpr size_t kMinBytes = (size_t{32} << 20) + 1;
 constexpr int64_t kDefaultLimit = int64_t{2} << 30;
 
+// FUSEDLOSS_CPU_CACHE_BYTES: a number of bytes; anything else keeps the default, with a warning.
 int64_t limit_from_environment() {
   const char* v = std::getenv("FUSEDLOSS_CPU_CACHE_BYTES");
   if (v == nullptr || *v == '\0') return kDefaultLimit;
-  return std::max<int64_t>(0, std::stoll(v));
+  char* end = nullptr;
+  const long long bytes = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0' || bytes < 0) {
+    TORCH_WARN("fusedloss: FUSEDLOSS_CPU_CACHE_BYTES must be a number of bytes, got '", v,
+               "'; using the default of ", kDefaultLimit);
+    return kDefaultLimit;
+  }
+  return bytes;
 }
 
 // Large gradient blocks kept after their tensor dies, for the next step's gradient of the same

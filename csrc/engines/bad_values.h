@@ -39,8 +39,9 @@ struct BadValueRecord {
 // A record with nothing found (key at its maximum).
 BadValueRecord empty_bad_value_record();
 
-// The op's name as a string literal with the program's lifetime (what BadValueRecord::op holds),
-// for the names of fusedloss's ops; "fusedloss op" for any other.
+// The op's name as the one string with the program's lifetime that BadValueRecord::op holds (the
+// only addresses raise_bad_value accepts there), for the names of fusedloss's checking ops;
+// "fusedloss op" for any other.
 const char* static_op_name(c10::string_view name);
 
 // Throws the error the record describes (exception type as torch's for that mistake).

@@ -74,8 +74,8 @@ void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperan
 // for a deferred IndexError of `op` (a string literal); one launch, no synchronization.
 void record_bad_class_targets(const char* op, const at::Tensor& target, int64_t classes,
                               int64_t ignore_index);
-// Free memory of the current device, as the driver reports it (no synchronization).
-int64_t free_device_memory();
+// The total memory of a device, as the driver reports it (no synchronization).
+int64_t device_memory_bytes(c10::DeviceIndex device);
 void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
 }  // namespace cuda
 

@@ -25,6 +25,11 @@ std::atomic<bool> synchronous{[] {
   return v != nullptr && std::string(v) != "" && std::string(v) != "0";
 }()};
 
+constexpr const char* kOpNames[] = {"cross_entropy",        "cross_entropy_with_z_loss",
+                                    "nll_loss",             "linear_cross_entropy",
+                                    "multi_margin_loss",    "binary_cross_entropy",
+                                    "hinge_loss"};
+
 double as_double(int64_t bits) {
   double d;
   std::memcpy(&d, &bits, sizeof(d));
@@ -41,18 +46,27 @@ BadValueRecord empty_bad_value_record() {
 }
 
 const char* static_op_name(c10::string_view name) {
-  static const char* const kNames[] = {"cross_entropy",        "cross_entropy_with_z_loss",
-                                       "nll_loss",             "linear_cross_entropy",
-                                       "multi_margin_loss",    "binary_cross_entropy",
-                                       "hinge_loss"};
-  for (const char* known : kNames) {
+  for (const char* known : kOpNames) {
     if (name == known) return known;
   }
   return "fusedloss op";
 }
 
+namespace {
+
+// A record's op as one of the names above, compared by address: never an address read back from
+// a device dereferenced as is.
+const char* recorded_op_name(unsigned long long op) {
+  for (const char* known : kOpNames) {
+    if (reinterpret_cast<unsigned long long>(known) == op) return known;
+  }
+  return "fusedloss op";
+}
+
+}  // namespace
+
 void raise_bad_value(const BadValueRecord& r) {
-  const char* op = reinterpret_cast<const char*>(r.op);
+  const char* op = recorded_op_name(r.op);
   switch (static_cast<BadValueKind>(r.kind)) {
     case BadValueKind::ClassIndex:
       TORCH_CHECK_INDEX(false, "fusedloss.", op, ": target ", r.value,

@@ -131,7 +131,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   Tensor gb = grad_bias ? at::zeros({vocab}, param_acc) : Tensor();
 
   const int64_t chunk = std::min<int64_t>(std::max<int64_t>(rows, 1),
-                                          chunk_size.value_or(default_chunk_rows(rows, vocab, dtype, input.device())));
+                                          chunk_size.has_value() ? *chunk_size
+                                                   : default_chunk_rows(rows, vocab, dtype, input.device()));
   const Tensor weight_t = linear_weight.t();
   for (int64_t start = 0; start < rows; start += chunk) {
     const int64_t len = std::min(chunk, rows - start);
@@ -220,10 +221,12 @@ int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,
   const int64_t row_bytes = std::max<int64_t>(vocab, 1) * c10::elementSize(dtype);
 #ifdef FUSEDLOSS_WITH_CUDA
   // On a GPU each chunk re-reads and re-writes the whole (V, H) weight gradient and runs a matmul
-  // of chunk rows: far fewer, larger chunks, up to a quarter of the free memory (64 MiB to 1 GiB).
+  // of chunk rows: far fewer, larger chunks, a 16th of the device's memory (64 MiB to 1 GiB). Of
+  // its total, not its free memory: the chunks, and so the order in which the weight gradient is
+  // summed, must not change from one step to the next.
   if (device.is_cuda()) {
-    const int64_t bytes =
-        std::clamp<int64_t>(cuda::free_device_memory() / 4, int64_t{64} << 20, int64_t{1} << 30);
+    const int64_t bytes = std::clamp<int64_t>(cuda::device_memory_bytes(device.index()) / 16,
+                                              int64_t{64} << 20, int64_t{1} << 30);
     return std::max<int64_t>(kMinChunkRows, bytes / row_bytes);
   }
 #endif

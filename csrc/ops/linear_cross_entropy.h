@@ -24,7 +24,7 @@ struct LinearCrossEntropyArgs {
 };
 
 // chunk_size=None: on the CPU a 32nd of the rows, with no more than 32 MiB of logits; on CUDA the
-// rows whose logits take a quarter of the free memory (64 MiB to 1 GiB); and at least this many
+// rows whose logits take a 16th of the device's memory (64 MiB to 1 GiB); and at least this many
 // rows (a matmul of fewer rows runs far below the machine's peak).
 constexpr int64_t kMinChunkRows = 128;
 int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,

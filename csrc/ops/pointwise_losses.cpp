@@ -123,7 +123,7 @@ using EngineFn = void (*)(const PointwiseLossSpec&, const PointwiseOperands&);
                             : checked.ge(0).logical_and_(checked.le(1)).logical_not_();
   BadValueRecord r = empty_bad_value_record();
   r.kind = static_cast<int32_t>(spec.bad_kind);
-  r.op = reinterpret_cast<unsigned long long>(spec.op);
+  r.op = reinterpret_cast<unsigned long long>(static_op_name(spec.op));
   r.count = static_cast<unsigned long long>(invalid);
   r.limit = checked.numel();
   r.position = first_true_position(bad);

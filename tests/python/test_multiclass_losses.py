@@ -217,6 +217,25 @@ def test_out_of_range_target_is_index_error_naming_the_value(device):
                          torch.tensor([[0, 1, 2], [4, 5, 0]], device=device))
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_zero_classes_with_every_target_ignored_matches_torch(reduction, device):
+    x = torch.empty(3, 0, device=device)
+    t = torch.full((3,), -100, device=device)
+    assert_close(FL.cross_entropy(x, t, reduction=reduction),
+                 F.cross_entropy(x, t, reduction=reduction), torch.float32)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_retained_graph_survives_a_hook_that_changes_the_gradient(reduction, device):
+    # The first backward's gradient must be a copy when the graph is kept: a hook may change it.
+    x = torch.randn(4, 5, device=device, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3], device=device)
+    loss = FL.cross_entropy(x, t, reduction=reduction).sum()
+    x.register_hook(lambda g: g.mul_(2))
+    first = torch.autograd.grad(loss, x, retain_graph=True)[0].clone()
+    assert torch.equal(first, torch.autograd.grad(loss, x)[0])
+
+
 def test_unchecked_out_of_range_target_gives_nan_not_a_crash(device):
     x = torch.randn(4, 5, device=device, requires_grad=True)
     target = torch.tensor([0, 1, 1 << 40, 2], device=device)
