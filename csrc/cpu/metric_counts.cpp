@@ -1,6 +1,7 @@
 // CPU counting engine of the metrics: one pass over predictions and targets per update.
-// Classification counts go to per-thread tables added up at the end (integer sums: the result
-// does not depend on the order); regression moments are computed per fixed part of the rows in
+// Classification counts go to per-thread tables added up at the end, or for many classes to one
+// outcome per row added up by one thread (integer sums either way: the result does not depend on
+// the order); regression moments are computed per fixed part of the rows in
 // float64 and merged by the op layer.
 
 #include "kernels/metric_counts.h"
@@ -10,6 +11,8 @@
 
 #include <cmath>
 #include <mutex>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/element_convert.h"
@@ -19,21 +22,26 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kRowsPerPart = 1 << 16;
+// Per-thread tables up to this size (C <= 724 for a C x C table of int64); above it, each row's
+// outcome goes to a buffer of one entry per row, added up by one thread. A table per thread for
+// C = 10000 would be 800 MB each.
+constexpr int64_t kTableBytesPerThread = 4 << 20;
 
-struct Tables {
-  std::vector<int64_t> confusion, hits;
-  int64_t invalid = 0, outside = 0;
-};
+// The score type's accumulation type: float for half, bfloat16 and float, double for double
+// (float64 scores are compared as float64: rounding them could make distinct scores tie).
+template <typename scalar_t>
+using acc_of = decltype(load_as_acc(std::declval<scalar_t>()));
 
 // The index of the largest score, the first one on ties; NaN counts as the largest (torch.argmax).
 // Branch-free selects: with random scores a branch per comparison mispredicts half the time.
 template <typename scalar_t>
 int64_t argmax(const scalar_t* x, int64_t classes) {
+  using acc_t = acc_of<scalar_t>;
   int64_t best = 0;
-  float best_value = load_as_acc(x[0]);
+  acc_t best_value = load_as_acc(x[0]);
   bool has_nan = best_value != best_value;
   for (int64_t c = 1; c < classes; ++c) {
-    const float v = load_as_acc(x[c]);
+    const acc_t v = load_as_acc(x[c]);
     const bool take = v > best_value;
     best_value = take ? v : best_value;
     best = take ? c : best;
@@ -50,18 +58,44 @@ int64_t argmax(const scalar_t* x, int64_t classes) {
 // The position of class t in the descending order of the scores (ties: lower index first).
 template <typename scalar_t>
 int64_t rank_of(const scalar_t* x, int64_t classes, int64_t t) {
-  const float target_score = load_as_acc(x[t]);
+  using acc_t = acc_of<scalar_t>;
+  const acc_t target_score = load_as_acc(x[t]);
   int64_t rank = 0;
   for (int64_t c = 0; c < classes; ++c) {
-    const float v = load_as_acc(x[c]);
+    const acc_t v = load_as_acc(x[c]);
     rank += (v > target_score || (v == target_score && c < t)) ? 1 : 0;
   }
   return rank;
 }
 
-template <typename scalar_t>
+// Where a thread's counts go while it reads its rows: its own tables.
+struct Tables {
+  std::vector<int64_t> confusion, hits;
+  int64_t invalid = 0, outside = 0;
+  int64_t classes = 0;
+  void count(int64_t /*row*/, int64_t t, int64_t predicted, bool hit) {
+    ++confusion[t * classes + predicted];
+    hits[t] += hit ? 1 : 0;
+  }
+  void count_invalid(int64_t /*row*/) { ++invalid; }
+};
+
+// Or each row's outcome, for one thread to add up after the parallel pass (large C).
+constexpr int64_t kSkipped = -1, kInvalid = -2;
+struct RowOutcomes {
+  int64_t* predicted;  // a class, kSkipped (ignored target) or kInvalid; kSkipped by default
+  uint8_t* hit;
+  int64_t outside = 0;  // unused: binary tasks always use tables
+  void count(int64_t row, int64_t /*t*/, int64_t p, bool h) {
+    predicted[row] = p;
+    hit[row] = h ? 1 : 0;
+  }
+  void count_invalid(int64_t row) { predicted[row] = kInvalid; }
+};
+
+template <typename scalar_t, typename Sink>
 void count_rows(const ClassificationSpec& spec, const ClassificationCounts& io, int64_t begin,
-                int64_t end, Tables& tables) {
+                int64_t end, Sink& sink) {
   constexpr bool kScores = !std::is_same_v<scalar_t, int64_t>;
   const int64_t C = spec.num_classes;
   const int64_t* target = io.target.const_data_ptr<int64_t>();
@@ -69,31 +103,35 @@ void count_rows(const ClassificationSpec& spec, const ClassificationCounts& io, 
     const int64_t t = target[r];
     if (spec.has_ignore_index && t == spec.ignore_index) continue;
     if (t < 0 || t >= C) {
-      ++tables.invalid;
+      sink.count_invalid(r);
       continue;
     }
     int64_t predicted;
+    bool hit;
     if constexpr (!kScores) {
       predicted = io.preds.const_data_ptr<int64_t>()[r];
       if (predicted < 0 || predicted >= C) {
-        ++tables.invalid;
+        sink.count_invalid(r);
         continue;
       }
+      hit = predicted == t;
     } else if (spec.binary) {
-      const float x = load_as_acc(io.preds.const_data_ptr<scalar_t>()[r]);
-      tables.outside += (x >= 0.f && x <= 1.f) ? 0 : 1;
-      const float probability = 1.f / (1.f + std::exp(-x));
-      const int64_t as_probability = x > spec.threshold, as_logit = probability > spec.threshold;
-      ++tables.confusion[t * 2 + as_probability];
-      ++tables.confusion[4 + t * 2 + as_logit];
+      if constexpr (std::is_same_v<Sink, Tables>) {
+        using acc_t = acc_of<scalar_t>;
+        const acc_t x = load_as_acc(io.preds.const_data_ptr<scalar_t>()[r]);
+        sink.outside += (x >= acc_t(0) && x <= acc_t(1)) ? 0 : 1;
+        const acc_t probability = acc_t(1) / (acc_t(1) + std::exp(-x));
+        const int64_t as_probability = x > spec.threshold, as_logit = probability > spec.threshold;
+        ++sink.confusion[t * 2 + as_probability];
+        ++sink.confusion[4 + t * 2 + as_logit];
+      }
       continue;
     } else {
       const scalar_t* x = io.preds.const_data_ptr<scalar_t>() + r * C;
       predicted = argmax(x, C);
-      if (spec.top_k > 1) tables.hits[t] += rank_of(x, C, t) < spec.top_k ? 1 : 0;
+      hit = spec.top_k > 1 ? rank_of(x, C, t) < spec.top_k : predicted == t;
     }
-    ++tables.confusion[t * C + predicted];
-    if (spec.top_k == 1) tables.hits[t] += predicted == t ? 1 : 0;
+    sink.count(r, t, predicted, hit);
   }
 }
 
@@ -136,22 +174,48 @@ void regression_part(const RegressionMoments& io, int64_t part) {
 }  // namespace
 
 void classification_counts_kernel(const ClassificationSpec& spec, const ClassificationCounts& io) {
-  std::mutex mutex;
   int64_t* confusion = io.confusion.mutable_data_ptr<int64_t>();
   int64_t* hits = io.top_k_hits.mutable_data_ptr<int64_t>();
+  int64_t* invalid = io.invalid.mutable_data_ptr<int64_t>();
+  const int64_t rows = io.target.numel();
+  const bool small_tables = io.confusion.numel() * 8 <= kTableBytesPerThread;
   const auto run = [&](auto scalar) {
     using scalar_t = decltype(scalar);
-    at::parallel_for(0, io.target.numel(), kRowsPerPart, [&](int64_t begin, int64_t end) {
-      Tables tables;
-      tables.confusion.assign(static_cast<size_t>(io.confusion.numel()), 0);
-      tables.hits.assign(static_cast<size_t>(io.top_k_hits.numel()), 0);
-      count_rows<scalar_t>(spec, io, begin, end, tables);
-      const std::lock_guard<std::mutex> lock(mutex);
-      for (size_t i = 0; i < tables.confusion.size(); ++i) confusion[i] += tables.confusion[i];
-      for (size_t i = 0; i < tables.hits.size(); ++i) hits[i] += tables.hits[i];
-      *io.invalid.mutable_data_ptr<int64_t>() += tables.invalid;
-      *io.outside_unit.mutable_data_ptr<int64_t>() += tables.outside;
+    if (small_tables) {
+      std::mutex mutex;
+      at::parallel_for(0, rows, kRowsPerPart, [&](int64_t begin, int64_t end) {
+        Tables tables;
+        tables.classes = spec.binary ? 2 : spec.num_classes;
+        tables.confusion.assign(static_cast<size_t>(io.confusion.numel()), 0);
+        tables.hits.assign(static_cast<size_t>(io.top_k_hits.numel()), 0);
+        count_rows<scalar_t>(spec, io, begin, end, tables);
+        const std::lock_guard<std::mutex> lock(mutex);
+        for (size_t i = 0; i < tables.confusion.size(); ++i) confusion[i] += tables.confusion[i];
+        for (size_t i = 0; i < tables.hits.size(); ++i) hits[i] += tables.hits[i];
+        *invalid += tables.invalid;
+        *io.outside_unit.mutable_data_ptr<int64_t>() += tables.outside;
+      });
+      return;
+    }
+    // Large C (multiclass only): 9 bytes per row instead of a C x C table per thread.
+    std::vector<int64_t> predicted(static_cast<size_t>(rows), kSkipped);
+    std::vector<uint8_t> hit(static_cast<size_t>(rows), 0);
+    at::parallel_for(0, rows, kRowsPerPart, [&](int64_t begin, int64_t end) {
+      RowOutcomes outcomes{predicted.data(), hit.data()};
+      count_rows<scalar_t>(spec, io, begin, end, outcomes);
     });
+    const int64_t* target = io.target.const_data_ptr<int64_t>();
+    const int64_t C = spec.num_classes;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t p = predicted[static_cast<size_t>(r)];
+      if (p == kSkipped) continue;
+      if (p == kInvalid) {
+        ++*invalid;
+        continue;
+      }
+      ++confusion[target[r] * C + p];
+      hits[target[r]] += hit[static_cast<size_t>(r)];
+    }
   };
   if (spec.preds == PredictionKind::Labels) {
     run(int64_t{});
