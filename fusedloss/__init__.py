@@ -44,7 +44,7 @@ def cpu_cache_clear() -> None:
 
 def set_cpu_cache_limit(nbytes: int) -> int:
     """Sets the most bytes of CPU gradient memory fusedloss keeps for reuse; returns the previous
-    limit. A fused loss's CPU gradient over 32 MiB goes to this cache when its tensor dies
+    limit. A fused loss's CPU gradient over 1 MiB goes to this cache when its tensor dies
     (x.grad = None, zero_grad(set_to_none=True)), and the next gradient of the same size reuses
     it: a training loop faults its gradient memory in once instead of every step. The default is
     2 GiB (FUSEDLOSS_CPU_CACHE_BYTES at import); 0 turns the cache off; the least recently

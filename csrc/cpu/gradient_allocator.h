@@ -8,10 +8,11 @@
 namespace fusedloss {
 namespace cpu {
 
-// An uninitialized CPU tensor like at::empty. Buffers over 32 MiB, which malloc would map fresh
-// on every allocation, are backed by transparent huge pages where the kernel allows it (madvise
-// mode), and are kept in a bounded cache when their tensor dies, for the next gradient of the
-// same size: a steady training loop faults its gradient memory in once, not every step.
+// An uninitialized CPU tensor like at::empty. Buffers over 1 MiB, whose pages malloc would often
+// map fresh on every allocation, are kept in a bounded cache when their tensor dies, for the next
+// gradient of the same size: a steady training loop faults its gradient memory in once, not every
+// step. From 32 MiB they are backed by transparent huge pages where the kernel allows it (madvise
+// mode).
 at::Tensor empty_gradient(at::IntArrayRef shape, const at::TensorOptions& options);
 
 // The cache of large gradient blocks: its limit in bytes (FUSEDLOSS_CPU_CACHE_BYTES at load,

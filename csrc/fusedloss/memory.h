@@ -1,5 +1,5 @@
 #pragma once
-// The CPU gradient cache. Fused losses keep large CPU gradients (over 32 MiB) in a bounded cache
+// The CPU gradient cache. Fused losses keep large CPU gradients (over 1 MiB) in a bounded cache
 // when the gradient tensor dies (x.grad = None, zero_grad(set_to_none=True)), so that the next
 // step's gradient of the same size reuses the memory instead of faulting fresh pages in.
 

@@ -1,4 +1,4 @@
-"""The CPU gradient cache: a fused loss's large CPU gradient (over 32 MiB) is kept when its tensor
+"""The CPU gradient cache: a fused loss's large CPU gradient (over 1 MiB) is kept when its tensor
 dies and reused by the next gradient of the same size, within a limit, thread safe."""
 
 import threading
@@ -11,7 +11,7 @@ import fusedloss
 from tolerances import assert_close
 
 FL = fusedloss.functional
-BIG = 10 << 20  # float32 elements: a 40 MiB gradient, over the 32 MiB threshold
+BIG = 10 << 20  # float32 elements: a 40 MiB gradient, backed by huge pages
 
 
 @pytest.fixture(autouse=True)
@@ -78,10 +78,22 @@ def test_steps_of_different_sizes_stay_within_the_limit():
 
 
 def test_small_gradients_do_not_enter_the_cache():
-    x, y = torch.randn(1 << 20, requires_grad=True), torch.randn(1 << 20)
+    x, y = torch.randn(1 << 18, requires_grad=True), torch.randn(1 << 18)  # 1 MiB: malloc's
     step(x, y)
     x.grad = None
     assert fusedloss.cpu_cache_bytes() == 0
+
+
+def test_medium_gradients_are_cached_rounded_to_pages():
+    # 26 MB (65536 x 100 float32): under the huge-page size, cached at its size rounded to 4 KiB.
+    x, y = torch.randn(65536 * 100 + 3, requires_grad=True), torch.randn(65536 * 100 + 3)
+    step(x, y)
+    first = x.grad.data_ptr()
+    x.grad = None
+    assert fusedloss.cpu_cache_bytes() == -(-(65536 * 100 + 3) * 4 // 4096) * 4096
+    step(x, y)
+    assert x.grad.data_ptr() == first
+    assert_close(x.grad, 2 * (x.detach() - y) / x.numel(), torch.float32)
 
 
 def test_threads_share_the_cache_safely():
