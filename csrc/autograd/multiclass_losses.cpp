@@ -2,7 +2,7 @@
 // programs get it too. The forward saves only the gradient the fused kernel wrote (for
 // 'mean' it holds 1/denominator, except in float16); backward scales it by grad_output and the
 // op's backward scale.
-// nll_loss needs none of this: it is a composite of ATen ops, differentiated by autograd.
+// nll_loss saves no gradient: autograd/nll_loss.cpp.
 
 #include "ops/multiclass_losses.h"
 

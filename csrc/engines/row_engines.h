@@ -1,6 +1,7 @@
 #pragma once
 // The row engines' interface, implemented once for the CPU (csrc/cpu/) and once for CUDA (cuda/):
-// cross entropy and the multi-class hinge over R rows of C contiguous logits. The operator layer
+// cross entropy and the multi-class hinge over R rows of C contiguous logits, and nll_loss (one
+// log-probability picked per row). The operator layer
 // lays the rows out and allocates the outputs; the engine does everything else, the reduction
 // over rows included (the formulas are in kernels/multiclass_loss.h).
 
@@ -64,11 +65,45 @@ struct MultiMarginOperands {
   at::Tensor grad_input;  // (R, C) or undefined
 };
 
+// nll_loss over an input laid out (outer, C, inner), contiguous: row r = o * inner + i picks
+// input[o, target[r], i]. Forward reads only the picked elements; backward writes the whole
+// gradient in one pass (zeros but the picked element). Bad targets (outside [0, C), not
+// ignore_index) weigh NaN: their row's loss and a 'mean' are NaN; CUDA records the first for a
+// deferred IndexError when check_target (the CPU op layer has raised already).
+struct NllSpec {
+  const char* op = "nll_loss";  // a string literal, for errors
+  int64_t num_classes = 0, inner = 1;
+  int64_t ignore_index = -100;
+  bool check_target = true;
+  at::Reduction::Reduction reduction = at::Reduction::Mean;
+};
+
+struct NllOperands {
+  at::Tensor input;         // (outer, C, inner) contiguous
+  at::Tensor target;        // (R) int64 contiguous, R = outer * inner
+  at::Tensor weight;        // (C) of input's dtype, or undefined
+  at::Tensor loss;          // (R) for 'none', else 0-d; input's dtype
+  at::Tensor total_weight;  // reduced: 0-d accumulation dtype, the summed weights of counted rows
+};
+
+struct NllBackwardOperands {
+  at::Tensor grad_output;          // (R) for 'none', else 0-d
+  int64_t grad_output_stride = 1;  // 'none': 1, or 0 for one value broadcast to every row
+  at::Tensor target;               // (R) int64 contiguous
+  at::Tensor weight;               // (C) of grad_input's dtype, or undefined
+  at::Tensor total_weight;  // reduced: 0-d accumulation dtype ('mean' divides the gradient by it)
+  at::Tensor grad_input;    // (outer, C, inner) contiguous, written whole
+};
+
 namespace cpu {
+void nll_loss_kernel(const NllSpec& spec, const NllOperands& operands);
+void nll_loss_backward_kernel(const NllSpec& spec, const NllBackwardOperands& operands);
 void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);
 void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
 }  // namespace cpu
 namespace cuda {
+void nll_loss_kernel(const NllSpec& spec, const NllOperands& operands);
+void nll_loss_backward_kernel(const NllSpec& spec, const NllBackwardOperands& operands);
 void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);
 // Records the first class index of `target` (R int64) outside [0, classes) and not ignore_index
 // for a deferred IndexError of `op` (a string literal); one launch, no synchronization.

@@ -49,10 +49,15 @@ TEST(MulticlassLosses, ValuesAndGradientsMatchLibTorch) {
       loss_ref.sum().backward();
       expect_close(x.grad(), x_ref.grad(), what + " grad");
 
-      const auto log_p = torch::log_softmax(logits, 1);
+      auto log_p = torch::log_softmax(logits, 1).detach().requires_grad_();
+      auto log_p_ref = log_p.detach().clone().requires_grad_();
       const auto nll_options = torch::nn::NLLLossOptions().weight(weight).reduction(reduction);
-      expect_close(fusedloss::functional::nll_loss(log_p, target, nll_options),
-                   F::nll_loss(log_p, target, nll_options), "nll_loss on " + device.str());
+      auto nll = fusedloss::functional::nll_loss(log_p, target, nll_options);
+      auto nll_ref = F::nll_loss(log_p_ref, target, nll_options);
+      expect_close(nll, nll_ref, "nll_loss on " + device.str());
+      nll.sum().backward();  // its own backward kernel, no autograd of ATen ops
+      nll_ref.sum().backward();
+      expect_close(log_p.grad(), log_p_ref.grad(), "nll_loss grad on " + device.str());
 
       const auto safe = target.clamp_min(0);
       const auto mm_options =

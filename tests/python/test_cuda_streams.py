@@ -100,7 +100,7 @@ def test_every_checked_value_is_deferred(case):
 
 CASES = ["cross_entropy_mean", "cross_entropy_weighted_smoothed", "cross_entropy_none",
          "cross_entropy_bf16", "mse_mean", "bce_mean", "bce_with_logits_half", "hinge_sum",
-         "multi_margin"]
+         "multi_margin", "nll_mean", "nll_none_bf16"]
 
 
 def loss_cases():
@@ -123,6 +123,8 @@ def loss_cases():
         "bce_with_logits_half": (lambda v: FL.binary_cross_entropy_with_logits(v, p.half()), x.half()),
         "hinge_sum": (lambda v: FL.hinge_loss(v, labels, reduction="sum"), x),
         "multi_margin": (lambda v: FL.multi_margin_loss(v, t.clamp_min(0)), x),
+        "nll_mean": (lambda v: FL.nll_loss(v, t, weight=w), x),
+        "nll_none_bf16": (lambda v: FL.nll_loss(v, t, reduction="none").sum(), x.bfloat16()),
     }
 
 
@@ -171,6 +173,28 @@ def test_cross_entropy_launches(reduction, forward_launches):
     assert_close(x.grad, F.cross_entropy(x.detach(), t, reduction=reduction).new_tensor(0) +
                  torch.autograd.grad(F.cross_entropy(x, t, reduction=reduction), x, grad_output)[0],
                  torch.float32)
+
+
+# nll_loss: the rows (target check included), then for 'mean'/'sum' the finishing sum; backward
+# writes the whole gradient in one kernel, reading a broadcast grad_output without copying it.
+@pytest.mark.parametrize("reduction,forward_launches", [("none", 1), ("mean", 2), ("sum", 2)])
+def test_nll_loss_launches(reduction, forward_launches):
+    x = torch.randn(32, 3000, 2, device="cuda", requires_grad=True)
+    t = torch.randint(3000, (32, 2), device="cuda")
+    t[0] = -100
+    w = torch.rand(3000, device="cuda")
+    FL.nll_loss(x, t, weight=w, reduction=reduction)  # warm-up
+    holder = {}
+
+    def forward():
+        loss = FL.nll_loss(x, t, weight=w, reduction=reduction)
+        holder["loss"] = loss.sum() if reduction == "none" else loss
+
+    assert kernel_count(forward) == forward_launches + (reduction == "none")  # + .sum()
+    grad_output = torch.tensor(2.0, device="cuda")  # made outside the count: no fill kernel
+    assert kernel_count(lambda: holder["loss"].backward(grad_output)) == 1
+    expected = 2 * torch.autograd.grad(F.nll_loss(x, t, weight=w, reduction=reduction).sum(), x)[0]
+    assert_close(x.grad, expected, torch.float32)
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -270,6 +270,36 @@ def test_nll_loss_every_target_ignored_and_infinite_inputs(device):
                      F.nll_loss(x, target, reduction=reduction))
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("layout", ["transposed", "kdim-sliced", "empty"])
+def test_nll_loss_gradient_written_in_one_pass_matches_torch(layout, reduction, device):
+    # The fused backward writes the whole gradient itself: strided inputs, K dims, an
+    # ignore_index that is a valid class (0), a class weight of 0, and an empty batch.
+    g = torch.Generator().manual_seed(5)
+    if layout == "transposed":
+        x = torch.randn(6, 9, generator=g, dtype=torch.float64).t()  # (9, 6), not contiguous
+        target = torch.randint(6, (9,), generator=g)
+    elif layout == "kdim-sliced":
+        x = torch.randn(3, 5, 4, 4, generator=g, dtype=torch.float64)[..., ::2]  # (3, 5, 4, 2)
+        target = torch.randint(5, (3, 4, 2), generator=g)
+    else:
+        x = torch.randn(0, 5, dtype=torch.float64)
+        target = torch.zeros(0, dtype=torch.long)
+    classes = x.shape[1]
+    w = torch.rand(classes, generator=g, dtype=torch.float64)
+    w[classes - 1] = 0
+    x, target, w = x.to(device), target.to(device), w.to(device)
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = FL.nll_loss(ours_x, target, weight=w, ignore_index=0, reduction=reduction)
+    ref = F.nll_loss(ref_x, target, weight=w, ignore_index=0, reduction=reduction)
+    assert_close(ours, ref, torch.float64)
+    grad = torch.rand_like(ref)
+    ours.backward(grad)
+    ref.backward(grad)
+    assert_close(ours_x.grad, ref_x.grad, torch.float64)
+    assert ours_x.grad.shape == x.shape
+
+
 def multi_margin_reference(x, target, p=1, margin=1.0, weight=None, reduction="mean"):
     """torch's formula written out (torch's CPU kernel has no float16/bfloat16)."""
     x2 = x.unsqueeze(0) if x.dim() == 1 else x
@@ -462,8 +492,14 @@ def test_opcheck_internal_forward(device):
                           (x, t, None, -100, "mean", 0.1, 0.01, 2.0, True, True, False))
     torch.library.opcheck(torch.ops.fusedloss._multi_margin_loss_forward,
                           (x, t.clamp_min(0), None, 1, 1.0, "sum", True))
-    torch.library.opcheck(torch.ops.fusedloss._class_target_weights,
-                          (t, None, 5, -100, True, "nll_loss", torch.float32))
+    for reduction in ["mean", "none"]:
+        loss, total_weight = torch.ops.fusedloss._nll_loss_forward(x, t, torch.rand(5, device=device), -100,
+                                                                   reduction, True)
+        torch.library.opcheck(torch.ops.fusedloss._nll_loss_forward,
+                              (x.view(2, 5, 2), t.view(2, 2), None, -100, reduction, True))
+        torch.library.opcheck(torch.ops.fusedloss._nll_loss_backward,
+                              (torch.rand_like(loss), t, torch.rand(5, device=device), total_weight, [4, 5], -100,
+                               reduction))
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "multi_margin_loss"])
