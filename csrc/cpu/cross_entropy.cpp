@@ -1,8 +1,8 @@
 // CPU row engine of the cross entropy (see kernels/multiclass_loss.h for the formulas).
 //
-// Rows are split over threads. Class-index rows of at most 128 classes go a tile at a time
-// (tile_range: exp over the whole tile at once); any other row is done by one thread in three
-// sweeps:
+// Rows are split over threads. Class-index rows of at most 12 classes go 64 rows at a time with
+// vector lanes across rows (lanes_range); of at most 128 classes a tile at a time (tile_range: exp
+// over the whole tile at once); any other row is done by one thread in three sweeps:
 //   A. the max of the logits (read 1);
 //   B. e_c = exp(x'_c - max) into a per-thread scratch row, with the sums (read 2);
 //   C. the gradient from the scratch row (written once), only when a gradient is asked for.
@@ -227,6 +227,111 @@ FUSEDLOSS_CPU_CLONES void tile_range(const Rows<scalar_t>& a, int64_t begin, int
   }
 }
 
+// Class-index rows of very few classes (C <= kLaneClasses, no softcap): vector lanes across
+// rows. A block of kLaneRows rows is walked class by class, so that every step (max, exp, sums,
+// the gradient) is one vector operation over the block's rows instead of a loop too short to
+// vectorize per row. `e` holds C * kLaneRows values: the exps, class-major. Each row's sums still
+// run over its classes in order, so a row's result does not depend on the block or thread.
+// Measured (65536 rows, float32, 2 threads, forward with gradient): faster than the tiles below at
+// C = 4, 10 and 12 (0.53 / 0.65 / 0.86 ms against 0.95 / 1.03 / 1.12), slower from C = 16 on,
+// where writing the gradient back row by row costs more than a row's loops do.
+constexpr int64_t kLaneClasses = 12;
+constexpr int64_t kLaneRows = 64;
+
+template <typename scalar_t, bool kGrad, bool kSpread>
+FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, int64_t end,
+                                      acc_t<scalar_t>* e) {
+  using acc = acc_t<scalar_t>;
+  const int64_t C = a.num_classes;
+  const acc* w = a.weight;
+  const acc spread = a.smoothing / static_cast<acc>(C);
+  const acc keep = acc(1) - a.smoothing;
+  acc q_total = 0;  // the same for every row with class-index targets
+  if constexpr (kSpread) {
+    for (int64_t c = 0; c < C; ++c) q_total += spread * w[c];
+  }
+  alignas(64) acc row_max[kLaneRows], row_sum[kLaneRows], row_log_sum[kLaneRows];
+  alignas(64) acc q_dot_x[kLaneRows], p_scale[kLaneRows], q_scale[kLaneRows];
+  acc target_scale[kLaneRows];
+  bool counted[kLaneRows];  // false: the target is ignored or out of range (refilled below)
+  for (int64_t first = begin; first < end; first += kLaneRows) {
+    const int64_t rows = std::min(kLaneRows, end - first);
+    const scalar_t* x = a.logits + first * C;
+#pragma omp simd
+    for (int64_t i = 0; i < rows; ++i) {
+      row_max[i] = -std::numeric_limits<acc>::infinity();
+      row_sum[i] = 0;
+      q_dot_x[i] = 0;
+    }
+    // The block, class-major (contiguous loads; the passes below then run over rows).
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t c = 0; c < C; ++c) e[c * kLaneRows + i] = load_as_acc(x[i * C + c]);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const acc* ec = e + c * kLaneRows;
+#pragma omp simd
+      for (int64_t i = 0; i < rows; ++i) {
+        row_max[i] = ec[i] > row_max[i] ? ec[i] : row_max[i];  // NaN skipped: the sum has it
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      acc* ec = e + c * kLaneRows;
+#pragma omp simd
+      for (int64_t i = 0; i < rows; ++i) {
+        const acc v = ec[i];
+        if constexpr (kSpread) q_dot_x[i] += spread * w[c] * v;
+        ec[i] = formulas::exp_of(v - row_max[i]);
+        row_sum[i] += ec[i];
+      }
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < rows; ++i) row_log_sum[i] = formulas::log_of(row_sum[i]);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t r = first + i, t = a.target_index[r];
+      counted[i] = t != a.ignore_index && t >= 0 && t < C;
+      if (!counted[i]) {
+        p_scale[i] = q_scale[i] = 0;
+        continue;
+      }
+      const auto row = formulas::cross_entropy_row_from_log<acc>(
+          row_max[i], row_sum[i], row_log_sum[i], q_total, q_dot_x[i], keep * w[t],
+          load_as_acc(x[i * C + t]), a.z_loss, a.scale, a.z_scale);
+      a.row_loss[r] = row.loss;
+      if (a.row_z_loss) a.row_z_loss[r] = row.z_loss;
+      p_scale[i] = row.p_scale;
+      q_scale[i] = row.q_scale;
+      target_scale[i] = row.target_scale;
+    }
+    if constexpr (kGrad) {
+      // The gradient, class-major in place of the exps (vector ops over rows), then the
+      // target's own term, then written out row by row (contiguous stores).
+      for (int64_t c = 0; c < C; ++c) {
+        acc* ec = e + c * kLaneRows;
+        const acc q = kSpread ? spread * w[c] : acc(0);
+#pragma omp simd
+        for (int64_t i = 0; i < rows; ++i) {
+          ec[i] *= p_scale[i];
+          if constexpr (kSpread) ec[i] -= q * q_scale[i];
+        }
+      }
+      for (int64_t i = 0; i < rows; ++i) {
+        if (counted[i]) e[a.target_index[first + i] * kLaneRows + i] -= target_scale[i];
+      }
+      scalar_t* g = a.grad_input + first * C;
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t c = 0; c < C; ++c) {
+          g[i * C + c] = store_from_acc<scalar_t>(e[c * kLaneRows + i]);
+        }
+      }
+    }
+    for (int64_t i = 0; i < rows; ++i) {
+      if (counted[i]) continue;
+      const int64_t r = first + i, t = a.target_index[r];
+      fill_row(a, r, t == a.ignore_index ? acc(0) : std::numeric_limits<acc>::quiet_NaN());
+    }
+  }
+}
+
 template <typename scalar_t, bool kProb, bool kCap>
 void rows_range_dispatch(const Rows<scalar_t>& a, int64_t begin, int64_t end, acc_t<scalar_t>* e) {
   const bool spread = kProb || a.smoothing != 0;
@@ -268,6 +373,19 @@ void run_rows(const CrossEntropySpec& spec, const CrossEntropyOperands& o,
                    z_scale};
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(C, 1));
   const bool spread = spec.label_smoothing != 0;
+  if (!spec.probability_targets && spec.softcap == 0 && C > 0 && C <= kLaneClasses) {
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      std::vector<acc> exps(static_cast<size_t>(C * kLaneRows));
+      if (a.grad_input) {
+        spread ? lanes_range<scalar_t, true, true>(a, begin, end, exps.data())
+               : lanes_range<scalar_t, true, false>(a, begin, end, exps.data());
+      } else {
+        spread ? lanes_range<scalar_t, false, true>(a, begin, end, exps.data())
+               : lanes_range<scalar_t, false, false>(a, begin, end, exps.data());
+      }
+    });
+    return;
+  }
   if (!spec.probability_targets && spec.softcap == 0 && C > 0 && C <= kTileClasses) {
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc> tile(static_cast<size_t>(kTileElements));
@@ -294,32 +412,67 @@ void run_rows(const CrossEntropySpec& spec, const CrossEntropyOperands& o,
   });
 }
 
-// The denominators of 'mean': the summed weights of the non-ignored targets (W) and their count
-// (n), in row order; and the bad-index check, raised at once.
+// Sums over fixed parts of the rows, taken in parallel and added in part order: the result does
+// not depend on the number of threads. part_sums(rows, f) with f(begin, end) -> T (a sum type
+// with +=) returns the parts' results in order.
+constexpr int64_t kRowsPerSumPart = 1 << 14;
+
+template <typename T, typename F>
+std::vector<T> part_sums(int64_t rows, const F& f) {
+  const int64_t parts = (rows + kRowsPerSumPart - 1) / kRowsPerSumPart;
+  std::vector<T> sums(static_cast<size_t>(parts));
+  at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
+    for (int64_t p = first; p < last; ++p) {
+      sums[static_cast<size_t>(p)] =
+          f(p * kRowsPerSumPart, std::min(rows, (p + 1) * kRowsPerSumPart));
+    }
+  });
+  return sums;
+}
+
+struct TargetSums {
+  double weight = 0;        // W: the summed weights of the counted targets
+  int64_t count = 0;        // n: the counted targets
+  int64_t first_bad = -1;   // the first row whose target is out of range
+};
+
+// The denominators of 'mean' (W and n) and the bad-index check, raised at once.
 template <typename scalar_t>
 std::pair<double, double> read_targets(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
   const int64_t rows = o.logits.size(0), C = spec.num_classes;
   if (spec.probability_targets) return {static_cast<double>(rows), static_cast<double>(rows)};
   const int64_t* t = o.target.const_data_ptr<int64_t>();
   const scalar_t* w = o.weight.defined() ? o.weight.const_data_ptr<scalar_t>() : nullptr;
-  double W = 0, n = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    if (t[r] == spec.ignore_index) continue;
-    if (t[r] < 0 || t[r] >= C) {
-      if (!spec.check_target) continue;
+  const auto parts = part_sums<TargetSums>(rows, [&](int64_t begin, int64_t end) {
+    TargetSums s;
+    for (int64_t r = begin; r < end; ++r) {
+      if (t[r] == spec.ignore_index) continue;
+      if (t[r] < 0 || t[r] >= C) {
+        if (s.first_bad < 0) s.first_bad = r;
+        continue;
+      }
+      if (w) s.weight += static_cast<double>(load_as_acc(w[t[r]]));
+      s.count += 1;
+    }
+    return s;
+  });
+  double W = 0;
+  int64_t n = 0;
+  for (const TargetSums& s : parts) {
+    if (s.first_bad >= 0 && spec.check_target) {
       BadValueRecord bad = empty_bad_value_record();
       bad.kind = static_cast<int32_t>(BadValueKind::ClassIndex);
       bad.op = reinterpret_cast<unsigned long long>(static_op_name(spec.op));
-      bad.position = r;
-      bad.value = t[r];
+      bad.position = s.first_bad;
+      bad.value = t[s.first_bad];
       bad.limit = C;
       bad.extra = spec.ignore_index;
       raise_bad_value(bad);
     }
-    W += w ? static_cast<double>(load_as_acc(w[t[r]])) : 1.0;
-    n += 1;
+    W += s.weight;
+    n += s.count;
   }
-  return {W, n};
+  return {w ? W : static_cast<double>(n), static_cast<double>(n)};
 }
 
 // A whole cross_entropy call (CrossEntropyOperands::loss defined).
@@ -353,7 +506,13 @@ void run_whole(const CrossEntropySpec& spec, const CrossEntropyOperands& o) {
   }
   *o.backward_scale.mutable_data_ptr<acc>() = backward;
   double L = 0, Z = 0;
-  for (int64_t r = 0; r < rows; ++r) L += row_loss[r];
+  for (const double part : part_sums<double>(rows, [&](int64_t begin, int64_t end) {
+         double sum = 0;
+         for (int64_t r = begin; r < end; ++r) sum += row_loss[r];
+         return sum;
+       })) {
+    L += part;
+  }
   for (const acc z : row_z) Z += z;
   if (mean) {
     L /= W;  // 0 / 0 = NaN when every target is ignored, as torch

@@ -527,6 +527,12 @@ def test_bitwise_deterministic(device):
     tk = torch.randint(7, (4, 33, 9), device=device)
     assert_bitwise_deterministic(lambda v: FL.cross_entropy(v, tk), xk)
     assert_bitwise_deterministic(lambda v: FL.multi_margin_loss(v, t, p=2), x)
+    # Many rows of few classes: rows 64 at a time across vector lanes, sums over several parts.
+    xs = torch.randn(40000, 10, device=device)
+    ts = torch.randint(10, (40000,), device=device)
+    ts[::13] = -100
+    assert_bitwise_deterministic(lambda v: FL.cross_entropy(v, ts, label_smoothing=0.05), xs)
+    assert_bitwise_deterministic(lambda v: FL.nll_loss(v, ts), xs)
 
 
 @pytest.mark.parametrize("ours_cls,torch_cls,kwargs", [
