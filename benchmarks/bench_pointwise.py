@@ -57,6 +57,12 @@ def pos_weight_inputs(n, device):
     return x, t, {"pos_weight": torch.rand(CLASSES, device=device) * 4}
 
 
+def distribution_inputs(n, device):
+    """Rows of log-probabilities and of target probabilities (kl_div)."""
+    x, _, _ = logit_inputs(n, device)
+    return torch.log_softmax(x, 1), torch.softmax(torch.randn_like(x), 1), {}
+
+
 def sign_inputs(n, device):
     x, t, _ = logit_inputs(n, device)
     return x, t * 2 - 1, {}
@@ -77,6 +83,8 @@ LOSSES = {
     "soft_margin_loss": (FL.soft_margin_loss, F.soft_margin_loss, sign_inputs),
     "hinge_embedding_loss": (FL.hinge_embedding_loss, F.hinge_embedding_loss, sign_inputs),
     "hinge_loss": (FL.hinge_loss, hinge_reference, sign_inputs),
+    "kl_div (batchmean)": (lambda x, t: FL.kl_div(x, t, reduction="batchmean"),
+                           lambda x, t: F.kl_div(x, t, reduction="batchmean"), distribution_inputs),
 }
 BYTES_PER_ELEMENT = 12  # read input (4) + target (4), write gradient (4)
 

@@ -206,7 +206,7 @@ void launch(const PointwiseLossSpec& spec, const PointwiseOperands& o, Formula f
     sums = block_sums.mutable_data_ptr<double>();
     launch_main<scalar_t, kVec, Formula, true>(a, n, formula, grad_scale, sums, blocks, stream,
                                                sink);
-    const double divisor = spec.reduction == at::Reduction::Mean ? static_cast<double>(n) : 1.0;
+    const double divisor = spec.reduction == at::Reduction::Mean ? spec.mean_divisor : 1.0;
     finish_sum_kernel<scalar_t><<<1, kThreads, 0, stream>>>(
         sums, blocks, divisor, o.loss.mutable_data_ptr<scalar_t>(),
         static_cast<acc_t<scalar_t>>(spec.backward_scale),
@@ -225,10 +225,10 @@ void run_family(const PointwiseLossSpec& spec, const PointwiseOperands& o, Visit
   const c10::cuda::CUDAGuard device_guard(o.input.device());
   raise_finished_errors();  // what earlier calls recorded, at the next fusedloss call
   if (o.input.numel() == 0) {
-    // Nothing to read; the sum of nothing is 0 and its mean NaN, as torch.
+    // Nothing to read; the sum of nothing is 0 and its mean 0 / 0 = NaN, as torch (0 / 5 = 0
+    // for kl_div's 'batchmean' of a (5, 0) input).
     if (spec.reduction != at::Reduction::None) {
-      o.loss.fill_(spec.reduction == at::Reduction::Mean ? std::numeric_limits<double>::quiet_NaN()
-                                                         : 0.0);
+      o.loss.fill_(spec.reduction == at::Reduction::Mean ? 0.0 / spec.mean_divisor : 0.0);
       o.backward_scale.fill_(spec.backward_scale);
     }
     return;

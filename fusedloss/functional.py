@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn import _reduction as _Reduction
 
 __all__ = [
-    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss",
+    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "kl_div",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
@@ -132,6 +132,29 @@ def poisson_nll_loss(
     """Poisson negative log likelihood; see torch.nn.functional.poisson_nll_loss."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.poisson_nll_loss(input, target, log_input, full, eps, reduction)
+
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+) -> Tensor:
+    """Kullback-Leibler divergence of log-probabilities `input` from `target` (probabilities, or
+    log-probabilities with log_target); see torch.nn.functional.kl_div. 'batchmean' divides the
+    sum by input.size(0), the KL divergence per sample."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction == "mean" and not torch.compiler.is_compiling():  # dynamo cannot trace warn
+        # torch's words, so that filters written for its warning keep working.
+        warnings.warn(
+            "reduction: 'mean' divides the total loss by both the batch size and the support size."
+            "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+            "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+            stacklevel=2,
+        )
+    return torch.ops.fusedloss.kl_div(input, target, reduction, log_target)
+
 
 def binary_cross_entropy(
     input: Tensor,

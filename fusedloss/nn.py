@@ -11,7 +11,7 @@ from torch.nn.modules.loss import _Loss
 from . import functional as F
 
 __all__ = [
-    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "PoissonNLLLoss", "BCELoss",
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "PoissonNLLLoss", "KLDivLoss", "BCELoss",
     "BCEWithLogitsLoss",
     "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss",
     "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "LinearCrossEntropyLoss", "replace_losses",
@@ -42,6 +42,11 @@ class PoissonNLLLoss(torch.nn.PoissonNLLLoss):
     def forward(self, log_input: Tensor, target: Tensor) -> Tensor:
         return F.poisson_nll_loss(log_input, target, log_input=self.log_input, full=self.full,
                                   eps=self.eps, reduction=self.reduction)
+
+
+class KLDivLoss(torch.nn.KLDivLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
 
 
 class BCELoss(torch.nn.BCELoss):
@@ -192,6 +197,7 @@ DROP_INS = {
     torch.nn.HuberLoss: HuberLoss,
     torch.nn.SmoothL1Loss: SmoothL1Loss,
     torch.nn.PoissonNLLLoss: PoissonNLLLoss,
+    torch.nn.KLDivLoss: KLDivLoss,
     torch.nn.BCELoss: BCELoss,
     torch.nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
     torch.nn.SoftMarginLoss: SoftMarginLoss,

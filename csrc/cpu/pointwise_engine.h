@@ -183,7 +183,7 @@ void launch(const PointwiseLossSpec& spec, const PointwiseOperands& o, Formula f
                                           p, weight, pos_weight, n, formula, grad_scale);
   if (reduce) {
     double total = result.sum;
-    if (spec.reduction == at::Reduction::Mean) total /= static_cast<double>(n);  // 0/0: NaN
+    if (spec.reduction == at::Reduction::Mean) total /= spec.mean_divisor;  // 0/0: NaN
     *o.loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
     *o.backward_scale.mutable_data_ptr<acc_t<scalar_t>>() =
         static_cast<acc_t<scalar_t>>(spec.backward_scale);

@@ -21,6 +21,8 @@ struct PointwiseLossSpec {
   double param = 0;   // delta, beta, margin or alpha
   double param2 = 0;  // gamma (focal), squared (hinge, 0 or 1)
   at::Reduction::Reduction reduction = at::Reduction::Mean;  // torch's own enum
+  double mean_divisor = 1.0;    // 'mean': what the sum is divided by (the elements, or the
+                                // batch size for kl_div's 'batchmean')
   double grad_scale = 1.0;      // multiplies every gradient element (1/n folds in a mean)
   double backward_scale = 1.0;  // reduced: what backward multiplies grad_output by
   const char* op = "";          // the public op's name (a string literal), for errors

@@ -24,6 +24,7 @@ std::string reduction_name(const Variant& reduction) {
         using R = std::decay_t<decltype(r)>;
         if constexpr (std::is_same_v<R, torch::enumtype::kNone>) return "none";
         if constexpr (std::is_same_v<R, torch::enumtype::kSum>) return "sum";
+        if constexpr (std::is_same_v<R, torch::enumtype::kBatchMean>) return "batchmean";
         return "mean";
       },
       reduction);
@@ -103,6 +104,19 @@ inline at::Tensor poisson_nll_loss(const at::Tensor& input, const at::Tensor& ta
       "fusedloss::poisson_nll_loss");
   return handle.call(input, target, options.log_input(), options.full(), options.eps(),
                      detail::reduction_name(options.reduction()));
+}
+
+using KLDivFuncOptions = torch::nn::KLDivLossOptions;
+
+// Input: log-probabilities; target: probabilities (or log-probabilities with log_target).
+// reduction kBatchMean divides the sum by the input's first size, as torch's.
+inline at::Tensor kl_div(const at::Tensor& input, const at::Tensor& target,
+                         const KLDivFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view, bool)>(
+          "fusedloss::kl_div");
+  return handle.call(input, target, detail::reduction_name(options.reduction()),
+                     options.log_target());
 }
 
 using BinaryCrossEntropyFuncOptions = torch::nn::BCELossOptions;

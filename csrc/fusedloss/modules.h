@@ -44,6 +44,7 @@ FUSEDLOSS_POINTWISE_MODULE(L1Loss, torch::nn::L1LossOptions, l1_loss);
 FUSEDLOSS_POINTWISE_MODULE(HuberLoss, torch::nn::HuberLossOptions, huber_loss);
 FUSEDLOSS_POINTWISE_MODULE(SmoothL1Loss, torch::nn::SmoothL1LossOptions, smooth_l1_loss);
 FUSEDLOSS_POINTWISE_MODULE(PoissonNLLLoss, torch::nn::PoissonNLLLossOptions, poisson_nll_loss);
+FUSEDLOSS_POINTWISE_MODULE(KLDivLoss, torch::nn::KLDivLossOptions, kl_div);
 FUSEDLOSS_POINTWISE_MODULE(BCELoss, torch::nn::BCELossOptions, binary_cross_entropy);
 FUSEDLOSS_POINTWISE_MODULE(BCEWithLogitsLoss, torch::nn::BCEWithLogitsLossOptions,
                            binary_cross_entropy_with_logits);

@@ -166,6 +166,25 @@ struct PoissonNll {
   }
 };
 
+// torch.nn.functional.kl_div, pointwise: t (log t - x), with 0 where t = 0 (torch's xlogy), or
+// for log_target e^t (t - x). d/dx: -t (or -e^t). d/dt: log t + 1 - x, as torch's autograd gives
+// it through xlogy (NaN at t = 0, where it is t/t), or e^t (t - x + 1).
+template <typename T, bool kLogTarget>
+struct KlDiv {
+  C10_HOST_DEVICE T value(T x, T t, T /*w*/, T /*p*/) const {
+    if constexpr (kLogTarget) return exp_of(t) * (t - x);
+    return (t == T(0) ? T(0) : t * log_of(t)) - t * x;
+  }
+  C10_HOST_DEVICE T grad_input(T /*x*/, T t, T /*w*/, T /*p*/) const {
+    if constexpr (kLogTarget) return -exp_of(t);
+    return -t;
+  }
+  C10_HOST_DEVICE T grad_target(T x, T t, T /*w*/, T /*p*/) const {
+    if constexpr (kLogTarget) return exp_of(t) * (t - x + T(1));
+    return (t == T(0) ? T(0) : log_of(t)) + t / t - x;
+  }
+};
+
 }  // namespace formulas
 
 enum class BinaryLoss {
@@ -176,11 +195,12 @@ enum class BinaryLoss {
   HingeEmbedding,
   Hinge,
   PoissonNll,
+  KlDiv,
 };
 
 // Calls fn(formula) with the formula of `loss`, in accumulation type T. param: alpha (focal),
-// margin or eps (Poisson); param2: gamma (focal), squared (hinge, 0 or 1) or log_input + 2 full
-// (Poisson).
+// margin or eps (Poisson); param2: gamma (focal), squared (hinge, 0 or 1), log_input + 2 full
+// (Poisson) or log_target (KL, 0 or 1).
 template <typename T, typename Fn>
 decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2, Fn&& fn) {
   using namespace formulas;
@@ -205,6 +225,9 @@ decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2
       if (param2 == 1) return fn(PoissonNll<T, true, false>{p});
       if (param2 == 2) return fn(PoissonNll<T, false, true>{p});
       return fn(PoissonNll<T, true, true>{p});
+    case BinaryLoss::KlDiv:
+      if (param2 != 0) return fn(KlDiv<T, true>{});
+      return fn(KlDiv<T, false>{});
   }
   __builtin_unreachable();  // every enumerator is handled above (-Wswitch checks it)
 }

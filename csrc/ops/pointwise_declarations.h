@@ -40,6 +40,7 @@ struct PointwiseCall {
   c10::string_view reduction;
   PointwiseLossSpec spec;  // loss, param, param2, op, bad_kind (the op layer fills the rest)
   bool same_shape = false;  // input and target must have one shape (no broadcasting), as torch
+  bool batch_mean = false;  // reduction 'mean' divides by input.size(0), not the element count
 };
 
 namespace declared {
@@ -47,7 +48,7 @@ namespace declared {
 inline PointwiseCall call(const char* op, const Tensor& input, const Tensor& target,
                           c10::string_view reduction, std::variant<RegressionLoss, BinaryLoss> loss,
                           double param = 0, double param2 = 0) {
-  PointwiseCall c{input, target, std::nullopt, std::nullopt, reduction, {}, false};
+  PointwiseCall c{input, target, std::nullopt, std::nullopt, reduction, {}, false, false};
   c.spec.loss = loss;
   c.spec.param = param;
   c.spec.param2 = param2;
@@ -198,6 +199,23 @@ struct PoissonNllLoss {
   }
 };
 
+struct KlDiv {
+  static constexpr const char* kName = "kl_div";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, str reduction=\"mean\", bool log_target=False";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, c10::string_view reduction,
+                            bool log_target) {
+    // 'batchmean': the sum over the batch's first dimension's size (the sum for a 0-d input).
+    const bool batch_mean = reduction == "batchmean";
+    PointwiseCall c = call(kName, input, target,
+                           !batch_mean ? reduction : input.dim() == 0 ? "sum" : "mean",
+                           BinaryLoss::KlDiv, 0, log_target ? 1.0 : 0.0);
+    c.batch_mean = batch_mean && input.dim() != 0;
+    return c;
+  }
+};
+
 }  // namespace declared
 
 // The declared elementwise losses: each is registered as an op with its kernels.
@@ -205,7 +223,8 @@ using PointwiseDeclarations =
     std::tuple<declared::MseLoss, declared::L1Loss, declared::HuberLoss, declared::SmoothL1Loss,
                declared::BinaryCrossEntropy, declared::BinaryCrossEntropyWithLogits,
                declared::SigmoidFocalLoss, declared::SoftMarginLoss,
-               declared::HingeEmbeddingLoss, declared::HingeLoss, declared::PoissonNllLoss>;
+               declared::HingeEmbeddingLoss, declared::HingeLoss, declared::PoissonNllLoss,
+               declared::KlDiv>;
 
 // Calls f.template operator()<D>() for every declared loss D (registration).
 template <typename F, typename... D>

@@ -157,8 +157,10 @@ PointwiseResult forward_on_device(const PointwiseCall& c, bool compute_grad,
     o.invalid_count = at::empty({}, options.dtype(at::kLong));
   }
   if (spec.reduction == at::Reduction::Mean) {
-    const double n = static_cast<double>(o.input.numel());
-    (folds_mean_into_gradient(p.dtype) ? spec.grad_scale : spec.backward_scale) = 1.0 / n;
+    // kl_div's 'batchmean' divides by the input's first size (0-d inputs are 'sum' in bind).
+    spec.mean_divisor = static_cast<double>(c.batch_mean ? c.input.size(0) : o.input.numel());
+    (folds_mean_into_gradient(p.dtype) ? spec.grad_scale : spec.backward_scale) =
+        1.0 / spec.mean_divisor;
   }
   (std::holds_alternative<RegressionLoss>(spec.loss) ? regression : binary)(spec, o);
 

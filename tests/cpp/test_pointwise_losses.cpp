@@ -23,6 +23,11 @@ struct LossCase {
       torch_ref;
 };
 
+// A reduction of the losses' common options as kl_div's (which adds kBatchMean).
+torch::nn::KLDivLossOptions::reduction_t as_kl_reduction(torch::nn::MSELossOptions::reduction_t r) {
+  return std::visit([](auto v) -> torch::nn::KLDivLossOptions::reduction_t { return v; }, r);
+}
+
 std::vector<LossCase> loss_cases() {
   return {
       {"mse_loss",
@@ -62,6 +67,23 @@ std::vector<LossCase> loss_cases() {
        },
        [](auto& x, auto& y, auto r) {
          return F::poisson_nll_loss(x, y, F::PoissonNLLLossFuncOptions().reduction(r));
+       }},
+      {"kl_div",  // log-probability targets: any real y is one
+       [](auto& x, auto& y, auto r) {
+         return fusedloss::functional::kl_div(
+             x, y, torch::nn::KLDivLossOptions().reduction(as_kl_reduction(r)).log_target(true));
+       },
+       [](auto& x, auto& y, auto r) {
+         return F::kl_div(x, y,
+                          F::KLDivFuncOptions().reduction(as_kl_reduction(r)).log_target(true));
+       }},
+      {"kl_div_batchmean",
+       [](auto& x, auto& y, auto) {
+         return fusedloss::nn::KLDivLoss(
+             torch::nn::KLDivLossOptions().reduction(torch::kBatchMean).log_target(true))(x, y);
+       },
+       [](auto& x, auto& y, auto) {
+         return F::kl_div(x, y, F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
        }},
   };
 }

@@ -25,6 +25,7 @@ OPS = {
     "hinge_embedding_loss": lambda r: (1.0, r),
     "hinge_loss": lambda r: (1.0, False, r),
     "poisson_nll_loss": lambda r: (True, False, 1e-8, r),
+    "kl_div": lambda r: (r, False),
 }
 WEIGHTED = {"binary_cross_entropy": 2, "binary_cross_entropy_with_logits": 2}
 

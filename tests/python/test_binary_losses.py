@@ -59,6 +59,9 @@ LOSSES = {
     # full: counts from 1 (torch's own target gradient is NaN at 0 there: 0 * log 0)
     "poisson_nll_loss_rate_full": (FL.poisson_nll_loss, F.poisson_nll_loss,
                                    {"log_input": False, "full": True, "eps": 1e-6}, "rate", "count1", "yes"),
+    # input: any reals stand for log-probabilities (the formula does not need them normalized)
+    "kl_div": (FL.kl_div, F.kl_div, {}, "logit", "soft", "yes"),
+    "kl_div_log_target": (FL.kl_div, F.kl_div, {"log_target": True}, "logit", "logsoft", "yes"),
 }
 
 
@@ -72,7 +75,7 @@ def make_inputs(name, shape, dtype, device, seed=0):
         x = torch.exp(x / 3)
     u = torch.rand(shape, generator=g, dtype=torch.float64)
     t = {"soft": u, "hard": (u > 0.5).double(), "sign": (u > 0.5).double() * 2 - 1,
-         "count": torch.floor(u * 6), "count1": torch.floor(u * 6) + 1}[target_kind]
+         "count": torch.floor(u * 6), "count1": torch.floor(u * 6) + 1, "logsoft": torch.log(u)}[target_kind]
     return x.to(dtype).to(device), t.to(dtype).to(device)
 
 
@@ -303,6 +306,7 @@ OPS = {
     "hinge_embedding_loss": lambda x, t, r: (x, t, 0.5, r),
     "hinge_loss": lambda x, t, r: (x, t, 1.0, True, r),
     "poisson_nll_loss": lambda x, t, r: (x, t, False, True, 1e-8, r),
+    "kl_div": lambda x, t, r: (x, t, r, False),
 }
 
 
@@ -396,6 +400,7 @@ def test_focal_bad_hyper_parameters(kwargs, match):
         (fusedloss.nn.SoftMarginLoss, torch.nn.SoftMarginLoss, {"reduction": "sum"}),
         (fusedloss.nn.HingeEmbeddingLoss, torch.nn.HingeEmbeddingLoss, {"margin": 0.4}),
         (fusedloss.nn.PoissonNLLLoss, torch.nn.PoissonNLLLoss, {"log_input": False, "full": True}),
+        (fusedloss.nn.KLDivLoss, torch.nn.KLDivLoss, {"reduction": "batchmean", "log_target": True}),
     ],
 )
 def test_modules_are_drop_in(ours_cls, torch_cls, kwargs):
@@ -431,3 +436,37 @@ def test_torch_compile_inductor_with_weights():
     expected.backward()
     assert_close(out, expected)
     assert_close(xs.grad, xr.grad)
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.parametrize("shape", [(), (6,), (4, 5), (3, 4, 2), (0, 5), (5, 0)], ids=str)
+def test_kl_div_batchmean_divides_by_the_batch_size(shape, log_target, device):
+    # 'batchmean': the sum over input.size(0) (the sum for a 0-d input; 0 / 0 = NaN for (0, 5),
+    # 0 / 5 = 0 for (5, 0)), the KL divergence per sample, as torch.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    u = torch.rand(shape, generator=g, dtype=torch.float64).to(device)
+    t = (u.log() if log_target else u).requires_grad_()
+    ours = FL.kl_div(x, t, reduction="batchmean", log_target=log_target)
+    x2, t2 = x.detach().clone().requires_grad_(), t.detach().clone().requires_grad_()
+    expected = F.kl_div(x2, t2, reduction="batchmean", log_target=log_target)
+    assert_close(ours, expected)
+    ours.backward()
+    expected.backward()
+    assert_close(x.grad, x2.grad)
+    assert_close(t.grad, t2.grad)
+
+
+def test_kl_div_zero_target_and_mean_warning_like_torch():
+    # t = 0 contributes 0 (torch's xlogy); its target gradient is NaN there, as torch's (t / t).
+    x = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 0.5], requires_grad=True)
+    ours = FL.kl_div(x, t, reduction="sum")
+    expected = F.kl_div(x.detach().requires_grad_(), t.detach().requires_grad_(), reduction="sum")
+    assert_close(ours, expected)
+    ours.backward()
+    assert torch.isnan(t.grad[0]) and torch.isfinite(t.grad[1:]).all()
+    with pytest.warns(UserWarning, match="'batchmean' divides only by the batch size"):
+        FL.kl_div(x, t)
+    with pytest.raises(ValueError, match="batchmean|reduction"):
+        FL.mse_loss(x, t, reduction="batchmean")  # the other losses have no 'batchmean'

@@ -21,6 +21,7 @@ FRONT_ENDS = {
     "huber_loss": ("HuberLoss", "HuberLoss", torch.nn.HuberLoss),
     "smooth_l1_loss": ("SmoothL1Loss", "SmoothL1Loss", torch.nn.SmoothL1Loss),
     "poisson_nll_loss": ("PoissonNLLLoss", "PoissonNLLLoss", torch.nn.PoissonNLLLoss),
+    "kl_div": ("KLDivLoss", "KLDivLoss", torch.nn.KLDivLoss),
     "binary_cross_entropy": ("BCELoss", "BCELoss", torch.nn.BCELoss),
     "binary_cross_entropy_with_logits": ("BCEWithLogitsLoss", "BCEWithLogitsLoss",
                                          torch.nn.BCEWithLogitsLoss),
