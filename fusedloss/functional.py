@@ -13,7 +13,8 @@ from torch.nn import _reduction as _Reduction
 __all__ = [
     "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "kl_div",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
-    "soft_margin_loss", "hinge_embedding_loss", "hinge_loss",
+    "soft_margin_loss", "hinge_embedding_loss", "hinge_loss", "margin_ranking_loss",
+    "multilabel_soft_margin_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
     "linear_cross_entropy",
 ]
@@ -204,6 +205,36 @@ def sigmoid_focal_loss(
     """Focal loss of RetinaNet on logits, as torchvision.ops.sigmoid_focal_loss:
     alpha_t * BCE-with-logits * (1 - p_t)^gamma; alpha < 0 disables the alpha weighting."""
     return torch.ops.fusedloss.sigmoid_focal_loss(inputs, targets, alpha, gamma, reduction)
+
+
+def margin_ranking_loss(
+    input1: Tensor,
+    input2: Tensor,
+    target: Tensor,
+    margin: float = 0.0,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """max(0, margin - target * (input1 - input2)), labels +-1; see
+    torch.nn.functional.margin_ranking_loss. target broadcasts to input1 and input2 (it may not
+    enlarge their shape) and takes no gradient."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.margin_ranking_loss(input1, input2, target, margin, reduction)
+
+
+def multilabel_soft_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Per sample, the mean over classes of binary cross entropy with logits (weighted per class);
+    see torch.nn.functional.multilabel_soft_margin_loss. One fused pass."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.multilabel_soft_margin_loss(input, target, weight, reduction)
 
 
 def soft_margin_loss(

@@ -13,7 +13,8 @@ from . import functional as F
 __all__ = [
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "PoissonNLLLoss", "KLDivLoss", "BCELoss",
     "BCEWithLogitsLoss",
-    "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss",
+    "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss", "MarginRankingLoss",
+    "MultiLabelSoftMarginLoss",
     "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "LinearCrossEntropyLoss", "replace_losses",
 ]
 
@@ -59,6 +60,18 @@ class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
         return F.binary_cross_entropy_with_logits(
             input, target, self.weight, pos_weight=self.pos_weight, reduction=self.reduction
         )
+
+
+class MarginRankingLoss(torch.nn.MarginRankingLoss):
+    def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
+        return F.margin_ranking_loss(input1, input2, target, margin=self.margin,
+                                     reduction=self.reduction)
+
+
+class MultiLabelSoftMarginLoss(torch.nn.MultiLabelSoftMarginLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.multilabel_soft_margin_loss(input, target, weight=self.weight,
+                                             reduction=self.reduction)
 
 
 class SoftMarginLoss(torch.nn.SoftMarginLoss):
@@ -198,6 +211,8 @@ DROP_INS = {
     torch.nn.SmoothL1Loss: SmoothL1Loss,
     torch.nn.PoissonNLLLoss: PoissonNLLLoss,
     torch.nn.KLDivLoss: KLDivLoss,
+    torch.nn.MarginRankingLoss: MarginRankingLoss,
+    torch.nn.MultiLabelSoftMarginLoss: MultiLabelSoftMarginLoss,
     torch.nn.BCELoss: BCELoss,
     torch.nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
     torch.nn.SoftMarginLoss: SoftMarginLoss,

@@ -92,7 +92,7 @@ class PointwiseLossFunction<D, ops::PointwiseCall (*)(Args...)>
   // The Autograd-key kernel: the fused path with gradients only when a gradient can flow.
   static Tensor with_gradients(Args... args) {
     const ops::PointwiseCall c = D::bind(args...);
-    refuse_weight_gradient(D::kName, "weight", c.weight);
+    refuse_weight_gradient(D::kName, c.weight_name, c.weight);
     refuse_weight_gradient(D::kName, "pos_weight", c.pos_weight);
     if (!at::GradMode::is_enabled() || !(c.input.requires_grad() || c.target.requires_grad())) {
       at::AutoDispatchBelowADInplaceOrView below_autograd;

@@ -119,6 +119,34 @@ inline at::Tensor kl_div(const at::Tensor& input, const at::Tensor& target,
                      options.log_target());
 }
 
+using MarginRankingLossFuncOptions = torch::nn::MarginRankingLossOptions;
+
+// max(0, margin - target (input1 - input2)); target broadcasts to input1 and input2.
+inline at::Tensor margin_ranking_loss(const at::Tensor& input1, const at::Tensor& input2,
+                                      const at::Tensor& target,
+                                      const MarginRankingLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                            c10::string_view)>("fusedloss::margin_ranking_loss");
+  return handle.call(input1, input2, target, options.margin(),
+                     detail::reduction_name(options.reduction()));
+}
+
+using MultilabelSoftMarginLossFuncOptions = torch::nn::MultiLabelSoftMarginLossOptions;
+
+// Per sample, the mean over the classes of binary cross entropy with logits (class weights).
+inline at::Tensor multilabel_soft_margin_loss(
+    const at::Tensor& input, const at::Tensor& target,
+    const MultilabelSoftMarginLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            c10::string_view)>("fusedloss::multilabel_soft_margin_loss");
+  const at::Tensor& weight = options.weight();
+  return handle.call(input, target,
+                     weight.defined() ? std::optional<at::Tensor>(weight) : std::nullopt,
+                     detail::reduction_name(options.reduction()));
+}
+
 using BinaryCrossEntropyFuncOptions = torch::nn::BCELossOptions;
 using BinaryCrossEntropyWithLogitsFuncOptions = torch::nn::BCEWithLogitsLossOptions;
 using SoftMarginLossFuncOptions = torch::nn::SoftMarginLossOptions;

@@ -54,11 +54,30 @@ FUSEDLOSS_POINTWISE_MODULE(SoftMarginLoss, torch::nn::SoftMarginLossOptions, sof
 FUSEDLOSS_POINTWISE_MODULE(HingeEmbeddingLoss, torch::nn::HingeEmbeddingLossOptions,
                            hinge_embedding_loss);
 FUSEDLOSS_POINTWISE_MODULE(HingeLoss, functional::HingeLossOptions, hinge_loss);
+FUSEDLOSS_POINTWISE_MODULE(MultiLabelSoftMarginLoss, torch::nn::MultiLabelSoftMarginLossOptions,
+                           multilabel_soft_margin_loss);
 
 FUSEDLOSS_POINTWISE_MODULE(NLLLoss, torch::nn::NLLLossOptions, nll_loss);
 FUSEDLOSS_POINTWISE_MODULE(MultiMarginLoss, torch::nn::MultiMarginLossOptions, multi_margin_loss);
 
 #undef FUSEDLOSS_POINTWISE_MODULE
+
+// torch::nn::MarginRankingLoss: forward(input1, input2, target).
+class MarginRankingLossImpl : public torch::nn::Cloneable<MarginRankingLossImpl> {
+ public:
+  explicit MarginRankingLossImpl(torch::nn::MarginRankingLossOptions options = {})
+      : options(std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override {
+    stream << "fusedloss::nn::MarginRankingLoss()";
+  }
+  at::Tensor forward(const at::Tensor& input1, const at::Tensor& input2,
+                     const at::Tensor& target) {
+    return functional::margin_ranking_loss(input1, input2, target, options);
+  }
+  torch::nn::MarginRankingLossOptions options;
+};
+TORCH_MODULE(MarginRankingLoss);
 
 // torch::nn::CrossEntropyLoss with fusedloss's extras (z_loss, softcap, check_target).
 class CrossEntropyLossImpl : public torch::nn::Cloneable<CrossEntropyLossImpl> {

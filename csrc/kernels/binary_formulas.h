@@ -185,6 +185,20 @@ struct KlDiv {
   }
 };
 
+// torch.nn.functional.margin_ranking_loss: max(0, margin - y (x1 - x2)), with x = input1,
+// t = input2 and w = y (the engine's third operand). The kink gets clamp_min's subgradient, 0.
+template <typename T>
+struct MarginRanking {
+  T margin;
+  C10_HOST_DEVICE T value(T x, T t, T w, T /*p*/) const { return relu(margin - w * (x - t)); }
+  C10_HOST_DEVICE T grad_input(T x, T t, T w, T /*p*/) const {
+    return margin - w * (x - t) > T(0) ? -w : T(0);
+  }
+  C10_HOST_DEVICE T grad_target(T x, T t, T w, T /*p*/) const {
+    return margin - w * (x - t) > T(0) ? w : T(0);
+  }
+};
+
 }  // namespace formulas
 
 enum class BinaryLoss {
@@ -196,10 +210,11 @@ enum class BinaryLoss {
   Hinge,
   PoissonNll,
   KlDiv,
+  MarginRanking,
 };
 
 // Calls fn(formula) with the formula of `loss`, in accumulation type T. param: alpha (focal),
-// margin or eps (Poisson); param2: gamma (focal), squared (hinge, 0 or 1), log_input + 2 full
+// margin (hinge, ranking) or eps (Poisson); param2: gamma (focal), squared (hinge, 0 or 1), log_input + 2 full
 // (Poisson) or log_target (KL, 0 or 1).
 template <typename T, typename Fn>
 decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2, Fn&& fn) {
@@ -228,6 +243,8 @@ decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2
     case BinaryLoss::KlDiv:
       if (param2 != 0) return fn(KlDiv<T, true>{});
       return fn(KlDiv<T, false>{});
+    case BinaryLoss::MarginRanking:
+      return fn(MarginRanking<T>{p});
   }
   __builtin_unreachable();  // every enumerator is handled above (-Wswitch checks it)
 }

@@ -41,6 +41,7 @@ struct PointwiseCall {
   PointwiseLossSpec spec;  // loss, param, param2, op, bad_kind (the op layer fills the rest)
   bool same_shape = false;  // input and target must have one shape (no broadcasting), as torch
   bool batch_mean = false;  // reduction 'mean' divides by input.size(0), not the element count
+  const char* weight_name = "weight";  // the public argument that the weight operand is
 };
 
 namespace declared {
@@ -48,7 +49,7 @@ namespace declared {
 inline PointwiseCall call(const char* op, const Tensor& input, const Tensor& target,
                           c10::string_view reduction, std::variant<RegressionLoss, BinaryLoss> loss,
                           double param = 0, double param2 = 0) {
-  PointwiseCall c{input, target, std::nullopt, std::nullopt, reduction, {}, false, false};
+  PointwiseCall c{input, target, std::nullopt, std::nullopt, reduction, {}, false, false, "weight"};
   c.spec.loss = loss;
   c.spec.param = param;
   c.spec.param2 = param2;
@@ -216,6 +217,32 @@ struct KlDiv {
   }
 };
 
+// input1 and input2 take the engine's input and target places, and the label y its weight
+// operand (broadcast to them: it may not enlarge their shape).
+struct MarginRankingLoss {
+  static constexpr const char* kName = "margin_ranking_loss";
+  static constexpr const char* kArguments =
+      "Tensor input1, Tensor input2, Tensor target, float margin=0.0, str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static PointwiseCall bind(const Tensor& input1, const Tensor& input2, const Tensor& target,
+                            double margin, c10::string_view reduction) {
+    TORCH_CHECK(input1.dim() == input2.dim() && input1.dim() == target.dim(),
+                "fusedloss.margin_ranking_loss: all input tensors should have the same number of "
+                "dimensions (as torch), got input1 ",
+                input1.sym_sizes(), ", input2 ", input2.sym_sizes(), " and target ",
+                target.sym_sizes());
+    TORCH_CHECK_VALUE(!std::isnan(margin), "fusedloss.margin_ranking_loss: margin is NaN");
+    PointwiseCall c =
+        call(kName, input1, input2, reduction, BinaryLoss::MarginRanking, margin);
+    // Labels may be integers (+-1), as torch's formula promotes them.
+    c.weight = at::isFloatingType(target.scalar_type())
+                   ? target
+                   : target.to(c10::promoteTypes(input1.scalar_type(), input2.scalar_type()));
+    c.weight_name = "target";
+    return c;
+  }
+};
+
 }  // namespace declared
 
 // The declared elementwise losses: each is registered as an op with its kernels.
@@ -224,7 +251,7 @@ using PointwiseDeclarations =
                declared::BinaryCrossEntropy, declared::BinaryCrossEntropyWithLogits,
                declared::SigmoidFocalLoss, declared::SoftMarginLoss,
                declared::HingeEmbeddingLoss, declared::HingeLoss, declared::PoissonNllLoss,
-               declared::KlDiv>;
+               declared::KlDiv, declared::MarginRankingLoss>;
 
 // Calls f.template operator()<D>() for every declared loss D (registration).
 template <typename F, typename... D>

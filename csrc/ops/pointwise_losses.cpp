@@ -24,8 +24,8 @@ namespace {
 
 // Checks what every backend needs and returns the computation dtype.
 at::ScalarType check_inputs(c10::string_view op, const Tensor& input, const Tensor& target,
-                            const OptionalTensor& weight, const OptionalTensor& pos_weight,
-                            bool same_shape) {
+                            const OptionalTensor& weight, const char* weight_name,
+                            const OptionalTensor& pos_weight, bool same_shape) {
   TORCH_CHECK(input.device() == target.device(), "fusedloss.", op,
               ": input and target must be on the same device, got input on ", input.device(),
               " and target on ", target.device());
@@ -40,7 +40,7 @@ at::ScalarType check_inputs(c10::string_view op, const Tensor& input, const Tens
                       ": target of shape ", target.sym_sizes(),
                       " must have the same shape as input of shape ", input.sym_sizes());
   }
-  for (const auto& [name, tensor] : {std::pair{"weight", &weight}, {"pos_weight", &pos_weight}}) {
+  for (const auto& [name, tensor] : {std::pair{weight_name, &weight}, {"pos_weight", &pos_weight}}) {
     if (!tensor->has_value()) continue;
     const Tensor& w = **tensor;
     TORCH_CHECK(w.device() == input.device(), "fusedloss.", op, ": ", name,
@@ -99,8 +99,8 @@ struct PointwiseProblem {
 PointwiseProblem prepare(const PointwiseCall& c, bool compute_grad, bool compute_target_grad,
                          TargetGradient target_gradient) {
   const char* op = c.spec.op;
-  PointwiseProblem p{c.spec, check_inputs(op, c.input, c.target, c.weight, c.pos_weight,
-                                          c.same_shape),
+  PointwiseProblem p{c.spec, check_inputs(op, c.input, c.target, c.weight, c.weight_name,
+                                          c.pos_weight, c.same_shape),
                      broadcast_shape(op, "input and target", c.input.sym_sizes(),
                                      c.target.sym_sizes())};
   p.spec.reduction = parse_reduction(op, c.reduction);
@@ -142,7 +142,9 @@ PointwiseResult forward_on_device(const PointwiseCall& c, bool compute_grad,
   PointwiseOperands o;
   o.input = c.input.to(p.dtype).expand(shape).contiguous();
   o.target = c.target.to(p.dtype).expand(shape).contiguous();
-  if (c.weight.has_value()) o.weight = periodic_operand(op, "weight", *c.weight, shape, p.dtype);
+  if (c.weight.has_value()) {
+    o.weight = periodic_operand(op, c.weight_name, *c.weight, shape, p.dtype);
+  }
   if (c.pos_weight.has_value()) {
     o.pos_weight = periodic_operand(op, "pos_weight", *c.pos_weight, shape, p.dtype);
   }

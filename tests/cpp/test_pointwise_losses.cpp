@@ -321,3 +321,42 @@ TEST(PointwiseLosses, Cuda) {
 }
 
 }  // namespace
+
+TEST(PointwiseLosses, MarginRankingAndMultilabelSoftMarginMatchLibTorch) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(2);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    auto x1 = torch::randn({9, 5}, options).requires_grad_();
+    auto x2 = torch::randn({9, 5}, options).requires_grad_();
+    const auto labels = torch::randint(0, 2, {9, 5}, options) * 2 - 1;
+    auto x1_ref = x1.detach().clone().requires_grad_();
+    auto x2_ref = x2.detach().clone().requires_grad_();
+    fusedloss::nn::MarginRankingLoss ranking(torch::nn::MarginRankingLossOptions().margin(0.25));
+    auto loss = ranking(x1, x2, labels);
+    auto loss_ref = F::margin_ranking_loss(x1_ref, x2_ref, labels,
+                                           F::MarginRankingLossFuncOptions().margin(0.25));
+    const std::string on = " on " + device.str();
+    expect_close(loss, loss_ref, "margin_ranking_loss" + on);
+    loss.backward();
+    loss_ref.backward();
+    expect_close(x1.grad(), x1_ref.grad(), "margin_ranking_loss grad input1" + on);
+    expect_close(x2.grad(), x2_ref.grad(), "margin_ranking_loss grad input2" + on);
+
+    auto x = torch::randn({9, 5}, options).requires_grad_();
+    auto x_ref = x.detach().clone().requires_grad_();
+    const auto targets = torch::randint(0, 2, {9, 5}, options);
+    const auto multilabel_options = torch::nn::MultiLabelSoftMarginLossOptions()
+                                        .weight(torch::rand({5}, options))
+                                        .reduction(torch::kNone);
+    auto per_sample = fusedloss::functional::multilabel_soft_margin_loss(x, targets,
+                                                                         multilabel_options);
+    auto per_sample_ref = F::multilabel_soft_margin_loss(x_ref, targets, multilabel_options);
+    expect_close(per_sample, per_sample_ref, "multilabel_soft_margin_loss" + on);
+    per_sample.sum().backward();
+    per_sample_ref.sum().backward();
+    expect_close(x.grad(), x_ref.grad(), "multilabel_soft_margin_loss grad" + on);
+    fusedloss::nn::MultiLabelSoftMarginLoss module;
+    expect_close(module(x, targets), torch::nn::MultiLabelSoftMarginLoss()(x, targets),
+                 "MultiLabelSoftMarginLoss" + on);
+  }
+}

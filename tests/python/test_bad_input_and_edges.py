@@ -26,6 +26,8 @@ OPS = {
     "hinge_loss": lambda r: (1.0, False, r),
     "poisson_nll_loss": lambda r: (True, False, 1e-8, r),
     "kl_div": lambda r: (r, False),
+    "margin_ranking_loss": lambda r: (torch.ones(1, 1), 0.0, r),  # (input1, input2, labels)
+    "multilabel_soft_margin_loss": lambda r: (None, r),
 }
 WEIGHTED = {"binary_cross_entropy": 2, "binary_cross_entropy_with_logits": 2}
 

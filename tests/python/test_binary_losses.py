@@ -62,7 +62,14 @@ LOSSES = {
     # input: any reals stand for log-probabilities (the formula does not need them normalized)
     "kl_div": (FL.kl_div, F.kl_div, {}, "logit", "soft", "yes"),
     "kl_div_log_target": (FL.kl_div, F.kl_div, {"log_target": True}, "logit", "logsoft", "yes"),
+    # input1 and input2 take the input and target places; the +-1 labels are an option
+    "margin_ranking_loss": (FL.margin_ranking_loss, F.margin_ranking_loss, {"margin": 0.3, "target": "labels"},
+                            "logit", "normal", "yes"),
+    "multilabel_soft_margin_loss": (FL.multilabel_soft_margin_loss, F.multilabel_soft_margin_loss,
+                                    {"weight": "per_class"}, "logit", "hard", "yes"),
 }
+# Losses over a class dimension: a 0-d input is an IndexError (as torch's).
+CLASS_DIM_LOSSES = {"multilabel_soft_margin_loss"}
 
 
 def make_inputs(name, shape, dtype, device, seed=0):
@@ -75,7 +82,8 @@ def make_inputs(name, shape, dtype, device, seed=0):
         x = torch.exp(x / 3)
     u = torch.rand(shape, generator=g, dtype=torch.float64)
     t = {"soft": u, "hard": (u > 0.5).double(), "sign": (u > 0.5).double() * 2 - 1,
-         "count": torch.floor(u * 6), "count1": torch.floor(u * 6) + 1, "logsoft": torch.log(u)}[target_kind]
+         "count": torch.floor(u * 6), "count1": torch.floor(u * 6) + 1, "logsoft": torch.log(u),
+         "normal": torch.randn(shape, generator=g, dtype=torch.float64) * 3}[target_kind]
     return x.to(dtype).to(device), t.to(dtype).to(device)
 
 
@@ -86,6 +94,12 @@ def resolve_options(options, shape, dtype, device):
         classes = shape[-1] if len(shape) else 1
         values = (torch.arange(classes, dtype=torch.float64) % 7) * 0.5 + 0.5
         out["pos_weight"] = (values if len(shape) else values[0]).to(dtype).to(device)
+    if out.get("weight") == "per_class":
+        classes = shape[-1] if len(shape) else 1
+        out["weight"] = ((torch.arange(classes, dtype=torch.float64) % 5) * 0.3 + 0.4).to(dtype).to(device)
+    if out.get("target") == "labels":
+        g = torch.Generator().manual_seed(11)
+        out["target"] = ((torch.rand(shape, generator=g) > 0.5).double() * 2 - 1).to(dtype).to(device)
     return out
 
 
@@ -124,6 +138,11 @@ def check_against_oracle(name, x, t, reduction, options=None, target_grad=True):
 @pytest.mark.parametrize("name", LOSSES)
 def test_matches_oracle(name, reduction, dtype, shape, device):
     x, t = make_inputs(name, shape, dtype, device)
+    if shape == () and name in CLASS_DIM_LOSSES:
+        for fn in LOSSES[name][:2]:
+            with pytest.raises(IndexError):
+                fn(x, t, reduction=reduction)
+        return
     check_against_oracle(name, x, t, reduction)
 
 
@@ -307,6 +326,8 @@ OPS = {
     "hinge_loss": lambda x, t, r: (x, t, 1.0, True, r),
     "poisson_nll_loss": lambda x, t, r: (x, t, False, True, 1e-8, r),
     "kl_div": lambda x, t, r: (x, t, r, False),
+    "margin_ranking_loss": lambda x, t, r: (x, t, torch.ones_like(x).neg_(), 0.2, r),
+    "multilabel_soft_margin_loss": lambda x, t, r: (x, t, torch.rand(x.shape[-1], device=x.device), r),
 }
 
 
@@ -401,6 +422,7 @@ def test_focal_bad_hyper_parameters(kwargs, match):
         (fusedloss.nn.HingeEmbeddingLoss, torch.nn.HingeEmbeddingLoss, {"margin": 0.4}),
         (fusedloss.nn.PoissonNLLLoss, torch.nn.PoissonNLLLoss, {"log_input": False, "full": True}),
         (fusedloss.nn.KLDivLoss, torch.nn.KLDivLoss, {"reduction": "batchmean", "log_target": True}),
+        (fusedloss.nn.MultiLabelSoftMarginLoss, torch.nn.MultiLabelSoftMarginLoss, {"weight": torch.rand(2)}),
     ],
 )
 def test_modules_are_drop_in(ours_cls, torch_cls, kwargs):
@@ -470,3 +492,29 @@ def test_kl_div_zero_target_and_mean_warning_like_torch():
         FL.kl_div(x, t)
     with pytest.raises(ValueError, match="batchmean|reduction"):
         FL.mse_loss(x, t, reduction="batchmean")  # the other losses have no 'batchmean'
+
+
+def test_margin_ranking_module_labels_and_its_limits():
+    x1, x2 = torch.randn(8, requires_grad=True), torch.randn(8)
+    y = torch.tensor([1, -1, 1, 1, -1, -1, 1, -1])  # integer labels, as torch accepts
+    ours, reference = fusedloss.nn.MarginRankingLoss(margin=0.5), torch.nn.MarginRankingLoss(margin=0.5)
+    assert isinstance(ours, torch.nn.MarginRankingLoss)
+    assert_close(ours(x1, x2, y), reference(x1, x2, y))
+    assert_close(torch.jit.script(ours)(x1, x2, y), reference(x1, x2, y))
+    with pytest.raises(RuntimeError, match="same number of dimensions"):
+        FL.margin_ranking_loss(x1, x2, y.view(8, 1))
+    # The labels take no gradient here (torch gives one; labels are data in practice).
+    with pytest.raises(RuntimeError, match="derivative for 'target' is not implemented"):
+        FL.margin_ranking_loss(x1, x2, y.float().requires_grad_())
+
+
+def test_multilabel_soft_margin_is_one_fused_pass():
+    # Per sample the mean over classes of BCE with logits: the one fused kernel, whose gradient
+    # is all that is kept for backward.
+    x = torch.randn(64, 10, requires_grad=True)
+    t = (torch.rand(64, 10) > 0.5).float()
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda v: sizes.append(v.numel()) or v, lambda v: v):
+        loss = FL.multilabel_soft_margin_loss(x, t)
+    assert sorted(s for s in sizes if s) == [1, 640]  # the gradient and the backward scale
+    assert_close(loss, F.multilabel_soft_margin_loss(x, t))
