@@ -24,7 +24,10 @@ using torch::autograd::variable_list;
 // none for an input (C)) and the op's backward scale.
 Tensor scaled_gradient(const Tensor& gradient, const Tensor& grad_output, const Tensor& scale,
                        bool reduced, int64_t input_dim, bool last_use) {
-  const Tensor factor = reduced || input_dim < 2 ? grad_output : grad_output.unsqueeze(1);
+  // A 0-d input (multi_margin_loss: one row of one class) may have a (1) target and loss.
+  const Tensor factor = input_dim == 0             ? grad_output.reshape({})
+                        : reduced || input_dim < 2 ? grad_output
+                                                   : grad_output.unsqueeze(1);
   return scaled(gradient, factor, scale, reduced, last_use);
 }
 
@@ -40,8 +43,8 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
     const bool target_grad = target.requires_grad();  // only probability targets can
     const ops::CrossEntropyArgs args{ignore_index, reduction, label_smoothing,
                                      z_loss,       softcap,   check_target};
-    auto r = ops::cross_entropy_forward(input, target, weight, args, /*compute_grad=*/true,
-                                        target_grad);
+    auto r =
+        ops::cross_entropy_forward(input, target, weight, args, /*compute_grad=*/true, target_grad);
     ctx->save_for_backward({r.grad_input, r.grad_target, r.backward_scale});
     ctx->saved_data["reduced"] = reduction != "none";
     ctx->saved_data["input_dim"] = input.dim();
@@ -59,8 +62,7 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
     const bool last_use = saved_buffers_die_after_backward();
     for (int i : {0, 1}) {
       if (!ctx->needs_input_grad(i)) continue;
-      grads[i] =
-          scaled_gradient(saved[i], grad_outputs[0], saved[2], reduced, input_dim, last_use);
+      grads[i] = scaled_gradient(saved[i], grad_outputs[0], saved[2], reduced, input_dim, last_use);
     }
     return grads;
   }
@@ -84,10 +86,9 @@ class MultiMarginFunction : public torch::autograd::Function<MultiMarginFunction
     const auto saved = ctx->get_saved_variables();
     Tensor grad_input;
     if (ctx->needs_input_grad(0)) {
-      grad_input = scaled_gradient(saved[0], grad_outputs[0], saved[1],
-                                   ctx->saved_data["reduced"].toBool(),
-                                   ctx->saved_data["input_dim"].toInt(),
-                                   saved_buffers_die_after_backward());
+      grad_input =
+          scaled_gradient(saved[0], grad_outputs[0], saved[1], ctx->saved_data["reduced"].toBool(),
+                          ctx->saved_data["input_dim"].toInt(), saved_buffers_die_after_backward());
     }
     return {grad_input, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }

@@ -18,21 +18,24 @@ namespace fusedloss {
 namespace ops {
 namespace {
 
-// Checks the arguments; returns the number of rows (N, or 1 for an input (C)).
+// Checks the arguments; returns the number of rows (N, or 1 for an input (C) or a 0-d input,
+// which torch takes as one row of one class).
 c10::SymInt check_margin_problem(const Tensor& input, const Tensor& target, int64_t p,
                                  double margin, const OptionalTensor& weight) {
   constexpr const char* op = "multi_margin_loss";
   TORCH_CHECK_VALUE(p == 1 || p == 2, "fusedloss.", op,
                     ": only p == 1 and p == 2 are supported, got ", p);
   TORCH_CHECK_VALUE(!std::isnan(margin), "fusedloss.", op, ": margin is NaN");
-  TORCH_CHECK((input.dim() == 1 || input.dim() == 2) && input.sym_size(-1) != 0, "fusedloss.", op,
-              ": expected input (C) or (N, C) with C > 0 (N may be 0), got shape ",
-              input.sym_sizes());
+  TORCH_CHECK(
+      input.dim() == 0 || ((input.dim() == 1 || input.dim() == 2) && input.sym_size(-1) != 0),
+      "fusedloss.", op,
+      ": expected input (C) or (N, C) with C > 0 (N may be 0), or 0-d, got shape ",
+      input.sym_sizes());
   check_class_input(op, input, target);
   TORCH_CHECK(target.scalar_type() == at::kLong, "fusedloss.", op,
               ": target must be int64 class indices, got ", target.scalar_type());
-  const c10::SymInt rows = input.dim() == 1 ? c10::SymInt(1) : input.sym_size(0);
-  const c10::SymInt& classes = input.sym_size(-1);
+  const c10::SymInt rows = input.dim() <= 1 ? c10::SymInt(1) : input.sym_size(0);
+  const c10::SymInt classes = input.dim() == 0 ? c10::SymInt(1) : input.sym_size(-1);
   TORCH_CHECK(target.dim() <= 1 && target.sym_numel() == rows, "fusedloss.", op,
               ": target must hold one class per row of input (", rows, "), got shape ",
               target.sym_sizes());
@@ -52,7 +55,8 @@ std::tuple<Tensor, Tensor, Tensor> multi_margin_on_device(const Tensor& input, c
                                                           bool compute_grad) {
   const auto reduction = parse_reduction("multi_margin_loss", reduction_name);
   check_margin_problem(input, target, p, margin, weight);
-  const int64_t rows = input.dim() == 1 ? 1 : input.size(0), classes = input.size(-1);
+  const int64_t rows = input.dim() <= 1 ? 1 : input.size(0);
+  const int64_t classes = input.dim() == 0 ? 1 : input.size(-1);
   MultiMarginOperands o;
   o.input = input.reshape({rows, classes}).contiguous();
   // The target is always checked, as torch's CPU kernel does (its CUDA kernel asserts on the
@@ -113,12 +117,9 @@ Tensor loss_only(const Tensor& input, const Tensor& target, int64_t p, double ma
 
 }  // namespace
 
-std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(const Tensor& input,
-                                                             const Tensor& target, int64_t p,
-                                                             double margin,
-                                                             const OptionalTensor& weight,
-                                                             c10::string_view reduction,
-                                                             bool compute_grad) {
+std::tuple<Tensor, Tensor, Tensor> multi_margin_loss_forward(
+    const Tensor& input, const Tensor& target, int64_t p, double margin,
+    const OptionalTensor& weight, c10::string_view reduction, bool compute_grad) {
   static auto handle = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("fusedloss::_multi_margin_loss_forward", "")
                            .typed<decltype(multi_margin_meta)>();

@@ -599,3 +599,20 @@ def test_strided_and_expanded_targets(device):
     check_against(lambda v: FL.nll_loss(v, wide[:, 0]), lambda v: F.nll_loss(v, target), x, x64, torch.float64)
     check_against(lambda v: FL.multi_margin_loss(v, wide[:, 0]), lambda v: F.multi_margin_loss(v, target),
                   x, x64, torch.float64)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("target_shape", [(), (1,)], ids=str)
+def test_multi_margin_0d_input_is_one_row_of_one_class_like_torch(target_shape, reduction, device):
+    x = torch.tensor(0.7, device=device, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    t = torch.zeros(target_shape, dtype=torch.long, device=device)
+    ours = FL.multi_margin_loss(x, t, reduction=reduction)
+    expected = F.multi_margin_loss(x_ref, t, reduction=reduction)
+    assert ours.shape == expected.shape
+    assert_close(ours, expected)
+    ours.sum().backward()
+    expected.sum().backward()
+    assert x.grad.shape == () and torch.equal(x.grad, x_ref.grad)
+    with raises(RuntimeError, match="target 1 is out of range"):
+        FL.multi_margin_loss(x.detach(), torch.ones(target_shape, dtype=torch.long, device=device))
