@@ -4,14 +4,15 @@ Each function calls its operator in torch.ops.fusedloss; every one is TorchScrip
 """
 
 import warnings
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.nn import _reduction as _Reduction
 
 __all__ = [
-    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "kl_div",
+    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "gaussian_nll_loss",
+    "kl_div",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss", "margin_ranking_loss",
     "multilabel_soft_margin_loss",
@@ -133,6 +134,23 @@ def poisson_nll_loss(
     """Poisson negative log likelihood; see torch.nn.functional.poisson_nll_loss."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.poisson_nll_loss(input, target, log_input, full, eps, reduction)
+
+def gaussian_nll_loss(
+    input: Tensor,
+    target: Tensor,
+    var: Union[Tensor, float],
+    full: bool = False,
+    eps: float = 1e-6,
+    reduction: str = "mean",
+) -> Tensor:
+    """Gaussian negative log likelihood, (log v + (input - target)^2 / v) / 2 with v = max(var, eps);
+    see torch.nn.functional.gaussian_nll_loss. Gradients for input, target and var in one pass."""
+    if not isinstance(var, Tensor):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = torch.full((), float(var), dtype=input.dtype, device=input.device).expand(input.shape)
+    return torch.ops.fusedloss.gaussian_nll_loss(input, target, var, full, eps, reduction)
+
 
 def kl_div(
     input: Tensor,

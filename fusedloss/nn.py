@@ -11,7 +11,8 @@ from torch.nn.modules.loss import _Loss
 from . import functional as F
 
 __all__ = [
-    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "PoissonNLLLoss", "KLDivLoss", "BCELoss",
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "PoissonNLLLoss", "GaussianNLLLoss",
+    "KLDivLoss", "BCELoss",
     "BCEWithLogitsLoss",
     "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss", "MarginRankingLoss",
     "MultiLabelSoftMarginLoss",
@@ -43,6 +44,12 @@ class PoissonNLLLoss(torch.nn.PoissonNLLLoss):
     def forward(self, log_input: Tensor, target: Tensor) -> Tensor:
         return F.poisson_nll_loss(log_input, target, log_input=self.log_input, full=self.full,
                                   eps=self.eps, reduction=self.reduction)
+
+
+class GaussianNLLLoss(torch.nn.GaussianNLLLoss):
+    def forward(self, input: Tensor, target: Tensor, var: Tensor) -> Tensor:
+        return F.gaussian_nll_loss(input, target, var, full=self.full, eps=self.eps,
+                                   reduction=self.reduction)
 
 
 class KLDivLoss(torch.nn.KLDivLoss):
@@ -210,6 +217,7 @@ DROP_INS = {
     torch.nn.HuberLoss: HuberLoss,
     torch.nn.SmoothL1Loss: SmoothL1Loss,
     torch.nn.PoissonNLLLoss: PoissonNLLLoss,
+    torch.nn.GaussianNLLLoss: GaussianNLLLoss,
     torch.nn.KLDivLoss: KLDivLoss,
     torch.nn.MarginRankingLoss: MarginRankingLoss,
     torch.nn.MultiLabelSoftMarginLoss: MultiLabelSoftMarginLoss,

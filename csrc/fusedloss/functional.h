@@ -99,10 +99,30 @@ using PoissonNLLLossFuncOptions = torch::nn::PoissonNLLLossOptions;
 
 inline at::Tensor poisson_nll_loss(const at::Tensor& input, const at::Tensor& target,
                                    const PoissonNLLLossFuncOptions& options = {}) {
-  static const auto handle = detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, bool,
-                                                   bool, double, c10::string_view)>(
-      "fusedloss::poisson_nll_loss");
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, bool, bool, double,
+                            c10::string_view)>("fusedloss::poisson_nll_loss");
   return handle.call(input, target, options.log_input(), options.full(), options.eps(),
+                     detail::reduction_name(options.reduction()));
+}
+
+// torch::nn has no GaussianNLLLoss in C++: the options of torch's Python module.
+struct GaussianNLLLossOptions {
+  TORCH_ARG(bool, full) = false;  // add log(2 pi) / 2
+  TORCH_ARG(double, eps) = 1e-6;  // var is clamped to at least eps
+  TORCH_ARG(detail::Reduction, reduction) = torch::kMean;
+};
+using GaussianNLLLossFuncOptions = GaussianNLLLossOptions;
+
+// (log v + (input - target)^2 / v) / 2, v = max(var, eps); var input-shaped, or without input's
+// last dimension, or with one dimension of size 1. Gradients for input, target and var.
+inline at::Tensor gaussian_nll_loss(const at::Tensor& input, const at::Tensor& target,
+                                    const at::Tensor& var,
+                                    const GaussianNLLLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, double,
+                            c10::string_view)>("fusedloss::gaussian_nll_loss");
+  return handle.call(input, target, var, options.full(), options.eps(),
                      detail::reduction_name(options.reduction()));
 }
 

@@ -62,6 +62,22 @@ FUSEDLOSS_POINTWISE_MODULE(MultiMarginLoss, torch::nn::MultiMarginLossOptions, m
 
 #undef FUSEDLOSS_POINTWISE_MODULE
 
+// torch::nn::GaussianNLLLoss: forward(input, target, var).
+class GaussianNLLLossImpl : public torch::nn::Cloneable<GaussianNLLLossImpl> {
+ public:
+  explicit GaussianNLLLossImpl(functional::GaussianNLLLossOptions options = {})
+      : options(std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override {
+    stream << "fusedloss::nn::GaussianNLLLoss()";
+  }
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& target, const at::Tensor& var) {
+    return functional::gaussian_nll_loss(input, target, var, options);
+  }
+  functional::GaussianNLLLossOptions options;
+};
+TORCH_MODULE(GaussianNLLLoss);
+
 // torch::nn::MarginRankingLoss: forward(input1, input2, target).
 class MarginRankingLossImpl : public torch::nn::Cloneable<MarginRankingLossImpl> {
  public:
@@ -71,8 +87,7 @@ class MarginRankingLossImpl : public torch::nn::Cloneable<MarginRankingLossImpl>
   void pretty_print(std::ostream& stream) const override {
     stream << "fusedloss::nn::MarginRankingLoss()";
   }
-  at::Tensor forward(const at::Tensor& input1, const at::Tensor& input2,
-                     const at::Tensor& target) {
+  at::Tensor forward(const at::Tensor& input1, const at::Tensor& input2, const at::Tensor& target) {
     return functional::margin_ranking_loss(input1, input2, target, options);
   }
   torch::nn::MarginRankingLossOptions options;

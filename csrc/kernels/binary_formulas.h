@@ -199,6 +199,31 @@ struct MarginRanking {
   }
 };
 
+// torch.nn.functional.gaussian_nll_loss: (log v + (x - y)^2 / v) / 2, v = max(var, eps) (+ log(2
+// pi) / 2 when full), with x = input, t = var (the engine's target place) and w = the target y (its
+// weight operand). d/dx = (x - y) / v; d/dvar = (1/v - (x - y)^2 / v^2) / 2 at the clamped v, the
+// clamp passing the gradient as torch's (it clamps under no_grad); d/dy = -d/dx (the op's
+// autograd). var < 0 is refused, as torch.
+template <typename T, bool kFull>
+struct GaussianNll {
+  static constexpr bool kChecksTarget = true;  // valid() judges var
+  T eps;
+  C10_HOST_DEVICE bool valid(T /*x*/, T t) const { return !(t < T(0)); }
+  C10_HOST_DEVICE T value(T x, T t, T w, T /*p*/) const {
+    const T v = t < eps ? eps : t, d = x - w;
+    const T half_log_two_pi = T(0.9189385332046727);
+    return T(0.5) * (log_of(v) + d * d / v) + (kFull ? half_log_two_pi : T(0));
+  }
+  C10_HOST_DEVICE T grad_input(T x, T t, T w, T /*p*/) const {
+    const T v = t < eps ? eps : t;
+    return (x - w) / v;
+  }
+  C10_HOST_DEVICE T grad_target(T x, T t, T w, T /*p*/) const {
+    const T v = t < eps ? eps : t, d = x - w;
+    return T(0.5) * (T(1) / v - d * d / (v * v));
+  }
+};
+
 }  // namespace formulas
 
 enum class BinaryLoss {
@@ -211,11 +236,13 @@ enum class BinaryLoss {
   PoissonNll,
   KlDiv,
   MarginRanking,
+  GaussianNll,
 };
 
 // Calls fn(formula) with the formula of `loss`, in accumulation type T. param: alpha (focal),
-// margin (hinge, ranking) or eps (Poisson); param2: gamma (focal), squared (hinge, 0 or 1), log_input + 2 full
-// (Poisson) or log_target (KL, 0 or 1).
+// margin (hinge, ranking) or eps (Poisson); param2: gamma (focal), squared (hinge, 0 or 1),
+// log_input + 2 full (Poisson), log_target (KL, 0 or 1) or full (Gaussian NLL, 0 or 1); eps for
+// Gaussian NLL too.
 template <typename T, typename Fn>
 decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2, Fn&& fn) {
   using namespace formulas;
@@ -245,6 +272,9 @@ decltype(auto) visit_binary_formula(BinaryLoss loss, double param, double param2
       return fn(KlDiv<T, false>{});
     case BinaryLoss::MarginRanking:
       return fn(MarginRanking<T>{p});
+    case BinaryLoss::GaussianNll:
+      if (param2 != 0) return fn(GaussianNll<T, true>{p});
+      return fn(GaussianNll<T, false>{p});
   }
   __builtin_unreachable();  // every enumerator is handled above (-Wswitch checks it)
 }

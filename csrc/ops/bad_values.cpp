@@ -25,10 +25,9 @@ std::atomic<bool> synchronous{[] {
   return v != nullptr && std::string(v) != "" && std::string(v) != "0";
 }()};
 
-constexpr const char* kOpNames[] = {"cross_entropy",        "cross_entropy_with_z_loss",
-                                    "nll_loss",             "linear_cross_entropy",
-                                    "multi_margin_loss",    "binary_cross_entropy",
-                                    "hinge_loss"};
+constexpr const char* kOpNames[] = {
+    "cross_entropy",     "cross_entropy_with_z_loss", "nll_loss",   "linear_cross_entropy",
+    "multi_margin_loss", "binary_cross_entropy",      "hinge_loss", "gaussian_nll_loss"};
 
 double as_double(int64_t bits) {
   double d;
@@ -78,14 +77,17 @@ void raise_bad_value(const BadValueRecord& r) {
                   " is out of range: expected a class in [0, ", r.limit, "); found at position ",
                   r.position);
     case BadValueKind::Probability:
-      TORCH_CHECK(false, "fusedloss.", op,
-                  ": all elements of input should be between 0 and 1; ", r.count, " of ", r.limit,
-                  " are not (or are NaN), the first at position ", r.position, ": ",
-                  as_double(r.value),
+      TORCH_CHECK(false, "fusedloss.", op, ": all elements of input should be between 0 and 1; ",
+                  r.count, " of ", r.limit, " are not (or are NaN), the first at position ",
+                  r.position, ": ", as_double(r.value),
                   ". Pass probabilities, or use binary_cross_entropy_with_logits on logits.");
     case BadValueKind::HingeLabel:
       TORCH_CHECK_VALUE(false, "fusedloss.", op, ": target must hold only the labels -1 and 1; ",
                         r.count, " of ", r.limit, " elements do not, the first at position ",
+                        r.position, ": ", as_double(r.value));
+    case BadValueKind::NegativeVariance:
+      TORCH_CHECK_VALUE(false, "fusedloss.", op, ": var has negative entry/entries; ", r.count,
+                        " of ", r.limit, " elements are negative, the first at position ",
                         r.position, ": ", as_double(r.value));
     case BadValueKind::None:
       break;

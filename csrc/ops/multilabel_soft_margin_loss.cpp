@@ -22,11 +22,10 @@ using OptionalTensor = std::optional<Tensor>;
 
 Tensor bce_with_logits(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
                        c10::string_view reduction) {
-  static auto handle =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fusedloss::binary_cross_entropy_with_logits", "")
-          .typed<Tensor(const Tensor&, const Tensor&, const OptionalTensor&,
-                        const OptionalTensor&, c10::string_view)>();
+  static auto handle = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("fusedloss::binary_cross_entropy_with_logits", "")
+                           .typed<Tensor(const Tensor&, const Tensor&, const OptionalTensor&,
+                                         const OptionalTensor&, c10::string_view)>();
   return handle.call(input, target, weight, std::nullopt, reduction);
 }
 

@@ -13,6 +13,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <tuple>
@@ -38,7 +39,7 @@ struct PointwiseCall {
   Tensor input, target;
   OptionalTensor weight, pos_weight;
   c10::string_view reduction;
-  PointwiseLossSpec spec;  // loss, param, param2, op, bad_kind (the op layer fills the rest)
+  PointwiseLossSpec spec;   // loss, param, param2, op, bad_kind (the op layer fills the rest)
   bool same_shape = false;  // input and target must have one shape (no broadcasting), as torch
   bool batch_mean = false;  // reduction 'mean' divides by input.size(0), not the element count
   const char* weight_name = "weight";  // the public argument that the weight operand is
@@ -106,8 +107,8 @@ struct BinaryCrossEntropy {
   static constexpr const char* kArguments =
       "Tensor input, Tensor target, Tensor? weight=None, str reduction=\"mean\"";
   static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
-  static PointwiseCall bind(const Tensor& input, const Tensor& target,
-                            const OptionalTensor& weight, c10::string_view reduction) {
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
+                            c10::string_view reduction) {
     PointwiseCall c = call(kName, input, target, reduction, BinaryLoss::BinaryCrossEntropy);
     c.weight = weight;
     c.same_shape = true;
@@ -122,9 +123,8 @@ struct BinaryCrossEntropyWithLogits {
       "Tensor input, Tensor target, Tensor? weight=None, Tensor? pos_weight=None, "
       "str reduction=\"mean\"";
   static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
-  static PointwiseCall bind(const Tensor& input, const Tensor& target,
-                            const OptionalTensor& weight, const OptionalTensor& pos_weight,
-                            c10::string_view reduction) {
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, const OptionalTensor& weight,
+                            const OptionalTensor& pos_weight, c10::string_view reduction) {
     PointwiseCall c =
         call(kName, input, target, reduction, BinaryLoss::BinaryCrossEntropyWithLogits);
     c.weight = weight;
@@ -139,8 +139,8 @@ struct SigmoidFocalLoss {
   static constexpr const char* kArguments =
       "Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2.0, str reduction=\"none\"";
   static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
-  static PointwiseCall bind(const Tensor& inputs, const Tensor& targets, double alpha,
-                            double gamma, c10::string_view reduction) {
+  static PointwiseCall bind(const Tensor& inputs, const Tensor& targets, double alpha, double gamma,
+                            c10::string_view reduction) {
     TORCH_CHECK_VALUE(gamma >= 0, "fusedloss.sigmoid_focal_loss: gamma must be >= 0, got ", gamma);
     TORCH_CHECK_VALUE(alpha <= 1,
                       "fusedloss.sigmoid_focal_loss: alpha must be in [0, 1] (or negative to "
@@ -176,8 +176,8 @@ struct HingeLoss {
   static constexpr const char* kArguments =
       "Tensor input, Tensor target, float margin=1.0, bool squared=False, str reduction=\"mean\"";
   static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
-  static PointwiseCall bind(const Tensor& input, const Tensor& target, double margin,
-                            bool squared, c10::string_view reduction) {
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, double margin, bool squared,
+                            c10::string_view reduction) {
     TORCH_CHECK_VALUE(!std::isnan(margin), "fusedloss.hinge_loss: margin is NaN");
     PointwiseCall c =
         call(kName, input, target, reduction, BinaryLoss::Hinge, margin, squared ? 1.0 : 0.0);
@@ -210,7 +210,9 @@ struct KlDiv {
     // 'batchmean': the sum over the batch's first dimension's size (the sum for a 0-d input).
     const bool batch_mean = reduction == "batchmean";
     PointwiseCall c = call(kName, input, target,
-                           !batch_mean ? reduction : input.dim() == 0 ? "sum" : "mean",
+                           !batch_mean        ? reduction
+                           : input.dim() == 0 ? "sum"
+                                              : "mean",
                            BinaryLoss::KlDiv, 0, log_target ? 1.0 : 0.0);
     c.batch_mean = batch_mean && input.dim() != 0;
     return c;
@@ -232,13 +234,75 @@ struct MarginRankingLoss {
                 input1.sym_sizes(), ", input2 ", input2.sym_sizes(), " and target ",
                 target.sym_sizes());
     TORCH_CHECK_VALUE(!std::isnan(margin), "fusedloss.margin_ranking_loss: margin is NaN");
-    PointwiseCall c =
-        call(kName, input1, input2, reduction, BinaryLoss::MarginRanking, margin);
+    PointwiseCall c = call(kName, input1, input2, reduction, BinaryLoss::MarginRanking, margin);
     // Labels may be integers (+-1), as torch's formula promotes them.
     c.weight = at::isFloatingType(target.scalar_type())
                    ? target
                    : target.to(c10::promoteTypes(input1.scalar_type(), input2.scalar_type()));
     c.weight_name = "target";
+    return c;
+  }
+};
+
+// input in the engine's input place; var in its target place (the gradient formula of the
+// engine's second output: kTargetPlaceArgument); the target y in its weight place, whose gradient
+// is minus the input's (kWeightPlaceArgument). var may be input-shaped, input's shape without
+// its last dimension (then unsqueezed), or input's with one dimension of size 1, as torch.
+struct GaussianNllLoss {
+  static constexpr const char* kName = "gaussian_nll_loss";
+  static constexpr const char* kArguments =
+      "Tensor input, Tensor target, Tensor var, bool full=False, float eps=1e-06, "
+      "str reduction=\"mean\"";
+  static constexpr TargetGradient kTargetGradient = TargetGradient::Formula;
+  static constexpr int kTargetPlaceArgument = 2;
+  static constexpr int kWeightPlaceArgument = 1;
+  static PointwiseCall bind(const Tensor& input, const Tensor& target, const Tensor& var, bool full,
+                            double eps, c10::string_view reduction) {
+    TORCH_CHECK_VALUE(eps >= 0, "fusedloss.gaussian_nll_loss: eps must be >= 0, got ", eps);
+    // input and target, as every loss checks them (var is checked in the engine's target place).
+    TORCH_CHECK(input.device() == target.device(),
+                "fusedloss.gaussian_nll_loss: input and target must be on the same device, got "
+                "input on ",
+                input.device(), " and target on ", target.device());
+    const auto dtype = c10::promoteTypes(input.scalar_type(), target.scalar_type());
+    TORCH_CHECK_NOT_IMPLEMENTED(
+        dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+        "fusedloss.gaussian_nll_loss: input and target must promote to float32, float64, "
+        "float16 or bfloat16, got input ",
+        input.scalar_type(), " and target ", target.scalar_type());
+    const auto a = input.sym_sizes(), b = target.sym_sizes();
+    for (size_t i = 1; i <= std::min(a.size(), b.size()); ++i) {
+      const c10::SymInt &da = a[a.size() - i], &db = b[b.size() - i];
+      TORCH_CHECK(da == db || da == 1 || db == 1,
+                  "fusedloss.gaussian_nll_loss: input and target of shapes ", a, " and ", b,
+                  " are not broadcastable");
+    }
+    Tensor v = var;
+    const auto in = input.sym_sizes(), vs = var.sym_sizes();
+    if (vs != in) {
+      if (input.dim() >= 1 && vs == in.slice(0, in.size() - 1)) {
+        v = var.unsqueeze(-1);  // one variance per sample (homoscedastic)
+      } else {
+        int64_t mismatched = 0;
+        bool ones = input.dim() == var.dim();
+        for (size_t d = 0; ones && d < in.size(); ++d) {
+          if (in[d] == vs[d]) continue;
+          ++mismatched;
+          ones = vs[d] == 1;
+        }
+        TORCH_CHECK_VALUE(ones && mismatched == 1,
+                          "fusedloss.gaussian_nll_loss: var is of incorrect size: expected the "
+                          "input's shape ",
+                          in,
+                          ", or it without its last dimension, or it with one dimension of "
+                          "size 1; got ",
+                          vs);
+      }
+    }
+    PointwiseCall c = call(kName, input, v, reduction, BinaryLoss::GaussianNll, eps, full ? 1 : 0);
+    c.weight = target;
+    c.weight_name = "target";
+    c.spec.bad_kind = BadValueKind::NegativeVariance;
     return c;
   }
 };
@@ -249,9 +313,9 @@ struct MarginRankingLoss {
 using PointwiseDeclarations =
     std::tuple<declared::MseLoss, declared::L1Loss, declared::HuberLoss, declared::SmoothL1Loss,
                declared::BinaryCrossEntropy, declared::BinaryCrossEntropyWithLogits,
-               declared::SigmoidFocalLoss, declared::SoftMarginLoss,
-               declared::HingeEmbeddingLoss, declared::HingeLoss, declared::PoissonNllLoss,
-               declared::KlDiv, declared::MarginRankingLoss>;
+               declared::SigmoidFocalLoss, declared::SoftMarginLoss, declared::HingeEmbeddingLoss,
+               declared::HingeLoss, declared::PoissonNllLoss, declared::KlDiv,
+               declared::MarginRankingLoss, declared::GaussianNllLoss>;
 
 // Calls f.template operator()<D>() for every declared loss D (registration).
 template <typename F, typename... D>

@@ -14,9 +14,9 @@
 #include <cstring>
 
 #include "cpu/gradient_allocator.h"
+#include "engines/bad_values.h"
 #include "engines/pointwise_engine.h"
 #include "ops/arguments.h"
-#include "engines/bad_values.h"
 
 namespace fusedloss {
 namespace ops {
@@ -40,7 +40,8 @@ at::ScalarType check_inputs(c10::string_view op, const Tensor& input, const Tens
                       ": target of shape ", target.sym_sizes(),
                       " must have the same shape as input of shape ", input.sym_sizes());
   }
-  for (const auto& [name, tensor] : {std::pair{weight_name, &weight}, {"pos_weight", &pos_weight}}) {
+  for (const auto& [name, tensor] :
+       {std::pair{weight_name, &weight}, {"pos_weight", &pos_weight}}) {
     if (!tensor->has_value()) continue;
     const Tensor& w = **tensor;
     TORCH_CHECK(w.device() == input.device(), "fusedloss.", op, ": ", name,
@@ -92,22 +93,22 @@ Tensor periodic_operand(c10::string_view op, const char* name, const Tensor& w,
 
 struct PointwiseProblem {
   PointwiseLossSpec spec;
-  at::ScalarType dtype;      // of the computation: input's and target's, promoted
-  c10::SymDimVector shape;   // input and target broadcast
+  at::ScalarType dtype;     // of the computation: input's and target's, promoted
+  c10::SymDimVector shape;  // input and target broadcast
 };
 
 PointwiseProblem prepare(const PointwiseCall& c, bool compute_grad, bool compute_target_grad,
                          TargetGradient target_gradient) {
   const char* op = c.spec.op;
-  PointwiseProblem p{c.spec, check_inputs(op, c.input, c.target, c.weight, c.weight_name,
-                                          c.pos_weight, c.same_shape),
-                     broadcast_shape(op, "input and target", c.input.sym_sizes(),
-                                     c.target.sym_sizes())};
+  PointwiseProblem p{
+      c.spec,
+      check_inputs(op, c.input, c.target, c.weight, c.weight_name, c.pos_weight, c.same_shape),
+      broadcast_shape(op, "input and target", c.input.sym_sizes(), c.target.sym_sizes())};
   p.spec.reduction = parse_reduction(op, c.reduction);
   TORCH_CHECK(compute_grad || !compute_target_grad, "fusedloss._", op, "_forward: ",
               "compute_target_grad needs compute_grad (the target gradient is computed with it)");
-  TORCH_CHECK(!compute_target_grad || target_gradient == TargetGradient::Formula, "fusedloss._",
-              op, "_forward: compute_target_grad is only for losses with a target gradient formula");
+  TORCH_CHECK(!compute_target_grad || target_gradient == TargetGradient::Formula, "fusedloss._", op,
+              "_forward: compute_target_grad is only for losses with a target gradient formula");
   return p;
 }
 
@@ -118,9 +119,11 @@ using EngineFn = void (*)(const PointwiseLossSpec&, const PointwiseOperands&);
 [[noreturn]] void raise_invalid(const PointwiseLossSpec& spec, const PointwiseOperands& o,
                                 int64_t invalid) {
   const bool labels = spec.bad_kind == BadValueKind::HingeLabel;
-  const Tensor& checked = labels ? o.target : o.input;
-  const Tensor bad = labels ? checked.ne(1).logical_and_(checked.ne(-1))
-                            : checked.ge(0).logical_and_(checked.le(1)).logical_not_();
+  const bool variance = spec.bad_kind == BadValueKind::NegativeVariance;
+  const Tensor& checked = labels || variance ? o.target : o.input;
+  const Tensor bad = labels     ? checked.ne(1).logical_and_(checked.ne(-1))
+                     : variance ? checked.lt(0)
+                                : checked.ge(0).logical_and_(checked.le(1)).logical_not_();
   BadValueRecord r = empty_bad_value_record();
   r.kind = static_cast<int32_t>(spec.bad_kind);
   r.op = reinterpret_cast<unsigned long long>(static_op_name(spec.op));
@@ -229,9 +232,10 @@ TORCH_LIBRARY_IMPL(fusedloss, CPU, m) {
   using namespace fusedloss;
   using namespace fusedloss::ops;
   for_each_declared([&]<typename D>() {
-    m.impl(Declared<D>::internal_name().c_str(),
-           TORCH_FN((Kernels<D>::template on_device<cpu::regression_loss_kernel,
-                                                    cpu::binary_loss_kernel>)));
+    m.impl(
+        Declared<D>::internal_name().c_str(),
+        TORCH_FN((
+            Kernels<D>::template on_device<cpu::regression_loss_kernel, cpu::binary_loss_kernel>)));
   });
 }
 

@@ -63,7 +63,7 @@ std::vector<LossCase> loss_cases() {
       {"poisson_nll_loss",
        [](auto& x, auto& y, auto r) {
          return fusedloss::nn::PoissonNLLLoss(torch::nn::PoissonNLLLossOptions().reduction(r))(x,
-                                                                                              y);
+                                                                                               y);
        },
        [](auto& x, auto& y, auto r) {
          return F::poisson_nll_loss(x, y, F::PoissonNLLLossFuncOptions().reduction(r));
@@ -83,7 +83,8 @@ std::vector<LossCase> loss_cases() {
              torch::nn::KLDivLossOptions().reduction(torch::kBatchMean).log_target(true))(x, y);
        },
        [](auto& x, auto& y, auto) {
-         return F::kl_div(x, y, F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+         return F::kl_div(x, y,
+                          F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
        }},
   };
 }
@@ -348,8 +349,8 @@ TEST(PointwiseLosses, MarginRankingAndMultilabelSoftMarginMatchLibTorch) {
     const auto multilabel_options = torch::nn::MultiLabelSoftMarginLossOptions()
                                         .weight(torch::rand({5}, options))
                                         .reduction(torch::kNone);
-    auto per_sample = fusedloss::functional::multilabel_soft_margin_loss(x, targets,
-                                                                         multilabel_options);
+    auto per_sample =
+        fusedloss::functional::multilabel_soft_margin_loss(x, targets, multilabel_options);
     auto per_sample_ref = F::multilabel_soft_margin_loss(x_ref, targets, multilabel_options);
     expect_close(per_sample, per_sample_ref, "multilabel_soft_margin_loss" + on);
     per_sample.sum().backward();
@@ -358,5 +359,33 @@ TEST(PointwiseLosses, MarginRankingAndMultilabelSoftMarginMatchLibTorch) {
     fusedloss::nn::MultiLabelSoftMarginLoss module;
     expect_close(module(x, targets), torch::nn::MultiLabelSoftMarginLoss()(x, targets),
                  "MultiLabelSoftMarginLoss" + on);
+  }
+}
+
+TEST(PointwiseLosses, GaussianNllMatchesItsFormula) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(3);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    std::vector<torch::Tensor> ours{torch::randn({7, 3}, options), torch::randn({7, 3}, options),
+                                    torch::rand({7}, options) + 0.2};  // one var per sample
+    std::vector<torch::Tensor> ref;
+    for (auto& t : ours) {
+      t.requires_grad_();
+      ref.push_back(t.detach().clone().requires_grad_());
+    }
+    fusedloss::nn::GaussianNLLLoss module(
+        fusedloss::functional::GaussianNLLLossOptions().full(true));
+    auto loss = module(ours[0], ours[1], ours[2]);
+    const auto var = ref[2].unsqueeze(-1);
+    auto loss_ref =
+        (0.5 * (var.log() + (ref[0] - ref[1]).pow(2) / var) + 0.5 * std::log(2 * M_PI)).mean();
+    const std::string on = " on " + device.str();
+    expect_close(loss, loss_ref, "gaussian_nll_loss" + on);
+    loss.backward();
+    loss_ref.backward();
+    for (size_t i = 0; i < 3; ++i) {
+      expect_close(ours[i].grad(), ref[i].grad(),
+                   "gaussian_nll_loss grad " + std::to_string(i) + on);
+    }
   }
 }

@@ -28,6 +28,7 @@ OPS = {
     "kl_div": lambda r: (r, False),
     "margin_ranking_loss": lambda r: (torch.ones(1, 1), 0.0, r),  # (input1, input2, labels)
     "multilabel_soft_margin_loss": lambda r: (None, r),
+    "gaussian_nll_loss": lambda r: (torch.ones(4, 3), False, 1e-6, r),  # var
 }
 WEIGHTED = {"binary_cross_entropy": 2, "binary_cross_entropy_with_logits": 2}
 

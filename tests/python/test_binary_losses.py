@@ -67,6 +67,10 @@ LOSSES = {
                             "logit", "normal", "yes"),
     "multilabel_soft_margin_loss": (FL.multilabel_soft_margin_loss, F.multilabel_soft_margin_loss,
                                     {"weight": "per_class"}, "logit", "hard", "yes"),
+    # input and target (its gradient: minus the input's); var an option (its gradient: below)
+    "gaussian_nll_loss": (FL.gaussian_nll_loss, F.gaussian_nll_loss, {"var": "positive"}, "logit", "normal", "yes"),
+    "gaussian_nll_loss_full_per_sample": (FL.gaussian_nll_loss, F.gaussian_nll_loss,
+                                          {"var": "per_sample", "full": True}, "logit", "normal", "yes"),
 }
 # Losses over a class dimension: a 0-d input is an IndexError (as torch's).
 CLASS_DIM_LOSSES = {"multilabel_soft_margin_loss"}
@@ -97,6 +101,10 @@ def resolve_options(options, shape, dtype, device):
     if out.get("weight") == "per_class":
         classes = shape[-1] if len(shape) else 1
         out["weight"] = ((torch.arange(classes, dtype=torch.float64) % 5) * 0.3 + 0.4).to(dtype).to(device)
+    if out.get("var") in ("positive", "per_sample"):
+        g = torch.Generator().manual_seed(12)
+        var_shape = shape if out["var"] == "positive" else shape[:-1]
+        out["var"] = (torch.rand(var_shape, generator=g, dtype=torch.float64) * 2 + 0.05).to(dtype).to(device)
     if out.get("target") == "labels":
         g = torch.Generator().manual_seed(11)
         out["target"] = ((torch.rand(shape, generator=g) > 0.5).double() * 2 - 1).to(dtype).to(device)
@@ -328,6 +336,7 @@ OPS = {
     "kl_div": lambda x, t, r: (x, t, r, False),
     "margin_ranking_loss": lambda x, t, r: (x, t, torch.ones_like(x).neg_(), 0.2, r),
     "multilabel_soft_margin_loss": lambda x, t, r: (x, t, torch.rand(x.shape[-1], device=x.device), r),
+    "gaussian_nll_loss": lambda x, t, r: (x, t, torch.rand(x.shape[0], device=x.device) + 0.1, True, 1e-6, r),
 }
 
 
@@ -518,3 +527,52 @@ def test_multilabel_soft_margin_is_one_fused_pass():
         loss = FL.multilabel_soft_margin_loss(x, t)
     assert sorted(s for s in sizes if s) == [1, 640]  # the gradient and the backward scale
     assert_close(loss, F.multilabel_soft_margin_loss(x, t))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("var_shape", [(6, 4), (6,), (6, 1), (1, 4)], ids=str)
+def test_gaussian_nll_var_shapes_and_gradients_of_all_three(var_shape, full, reduction, device):
+    # var input-shaped, one per sample (unsqueezed), or with one dimension of size 1; some var
+    # below eps (clamped; the gradient passes the clamp, as torch's). Gradients for input, target
+    # and var, each asked for alone and all together.
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64).to(device)
+    t = torch.randn(6, 4, generator=g, dtype=torch.float64).to(device)
+    v = torch.rand(var_shape, generator=g, dtype=torch.float64).to(device) + 0.1
+    v[..., 0] = 1e-9
+    for wanted in [(0, 1, 2), (0,), (1,), (2,)]:
+        ours_in = [a.clone().requires_grad_() for a in (x, t, v)]
+        ref_in = [a.clone().requires_grad_() for a in (x, t, v)]
+        ours = FL.gaussian_nll_loss(*ours_in, full=full, reduction=reduction)
+        expected = F.gaussian_nll_loss(*ref_in, full=full, reduction=reduction)
+        assert_close(ours, expected)
+        grad_output = torch.rand_like(expected)
+        ours_grads = torch.autograd.grad(ours, [ours_in[i] for i in wanted], grad_output)
+        ref_grads = torch.autograd.grad(expected, [ref_in[i] for i in wanted], grad_output)
+        for a, b in zip(ours_grads, ref_grads):
+            assert a.shape == b.shape
+            assert_close(a, b)
+
+
+def test_gaussian_nll_gradcheck_var_and_bad_var():
+    g = torch.Generator().manual_seed(5)
+    x, t = (torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = (torch.rand(5, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: FL.gaussian_nll_loss(a, b, c, full=True), (x, t, v))
+    with pytest.raises(ValueError, match="var has negative entry/entries; 1 of 3 elements.*position 1: -1"):
+        FL.gaussian_nll_loss(torch.randn(3), torch.randn(3), torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="var has negative"):
+        FL.gaussian_nll_loss(torch.randn(3), torch.randn(3), -0.5)
+    with pytest.raises(ValueError, match=r"var is of incorrect size.*got \[2, 2\]"):
+        FL.gaussian_nll_loss(torch.randn(3, 2), torch.randn(3, 2), torch.ones(2, 2))
+    # A float var, as torch accepts.
+    assert_close(FL.gaussian_nll_loss(x, t, 0.7), F.gaussian_nll_loss(x, t, torch.full_like(x, 0.7)))
+
+
+def test_gaussian_nll_module_is_drop_in():
+    x, t, v = torch.randn(4, 3), torch.randn(4, 3), torch.rand(4, 1) + 0.1
+    ours, reference = fusedloss.nn.GaussianNLLLoss(full=True, eps=1e-3), torch.nn.GaussianNLLLoss(full=True, eps=1e-3)
+    assert isinstance(ours, torch.nn.GaussianNLLLoss)
+    assert_close(ours(x, t, v), reference(x, t, v))
+    assert_close(torch.jit.script(ours)(x, t, v), reference(x, t, v))

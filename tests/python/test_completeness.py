@@ -22,6 +22,7 @@ FRONT_ENDS = {
     "smooth_l1_loss": ("SmoothL1Loss", "SmoothL1Loss", torch.nn.SmoothL1Loss),
     "poisson_nll_loss": ("PoissonNLLLoss", "PoissonNLLLoss", torch.nn.PoissonNLLLoss),
     "kl_div": ("KLDivLoss", "KLDivLoss", torch.nn.KLDivLoss),
+    "gaussian_nll_loss": ("GaussianNLLLoss", "GaussianNLLLoss", torch.nn.GaussianNLLLoss),
     "margin_ranking_loss": ("MarginRankingLoss", "MarginRankingLoss", torch.nn.MarginRankingLoss),
     "multilabel_soft_margin_loss": ("MultiLabelSoftMarginLoss", "MultiLabelSoftMarginLoss",
                                     torch.nn.MultiLabelSoftMarginLoss),
