@@ -63,6 +63,18 @@ def distribution_inputs(n, device):
     return torch.log_softmax(x, 1), torch.softmax(torch.randn_like(x), 1), {}
 
 
+def ranking_inputs(n, device):
+    """Two score tensors and +-1 labels (margin_ranking_loss: a third operand)."""
+    x, t, _ = logit_inputs(n, device)
+    return x, torch.randn_like(x), {"target": t * 2 - 1}
+
+
+def gaussian_inputs(n, device):
+    """Means, targets and one variance per sample (gaussian_nll_loss: a third operand)."""
+    x, _, _ = logit_inputs(n, device)
+    return x, torch.randn_like(x), {"var": torch.rand(x.shape[0], device=device) + 0.1}
+
+
 def sign_inputs(n, device):
     x, t, _ = logit_inputs(n, device)
     return x, t * 2 - 1, {}
@@ -85,8 +97,14 @@ LOSSES = {
     "hinge_loss": (FL.hinge_loss, hinge_reference, sign_inputs),
     "kl_div (batchmean)": (lambda x, t: FL.kl_div(x, t, reduction="batchmean"),
                            lambda x, t: F.kl_div(x, t, reduction="batchmean"), distribution_inputs),
+    "margin_ranking_loss": (FL.margin_ranking_loss, F.margin_ranking_loss, ranking_inputs),
+    "multilabel_soft_margin_loss": (FL.multilabel_soft_margin_loss, F.multilabel_soft_margin_loss,
+                                    logit_inputs),
+    "gaussian_nll_loss": (FL.gaussian_nll_loss, F.gaussian_nll_loss, gaussian_inputs),
 }
-BYTES_PER_ELEMENT = 12  # read input (4) + target (4), write gradient (4)
+# read input (4) + target (4), write gradient (4); margin ranking's labels and an input-shaped
+# var would add 4 more (not counted: the GB/s of those rows are a lower bound)
+BYTES_PER_ELEMENT = 12
 
 
 def parse_size(text):
