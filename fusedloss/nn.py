@@ -169,8 +169,10 @@ class LinearCrossEntropyLoss(_TorchLinearCrossEntropyLoss or _Loss):
 
     __constants__ = ["reduction", "label_smoothing", "z_loss", "softcap", "chunk_size"]
     ignore_index: Optional[int]
-    softcap: Optional[float]
-    chunk_size: Optional[int]
+    # Class-level defaults: replace_losses switches a torch module's class without running __init__.
+    z_loss: float = 0.0
+    softcap: Optional[float] = None
+    chunk_size: Optional[int] = None
 
     def __init__(self, in_features: int, num_classes: int, *, out_features=(), bias: bool = False,
                  device=None, dtype=None, reduction: str = "mean", weight: Optional[Tensor] = None,
@@ -229,6 +231,8 @@ DROP_INS = {
     torch.nn.NLLLoss: NLLLoss,
     torch.nn.MultiMarginLoss: MultiMarginLoss,
 }
+if _TorchLinearCrossEntropyLoss is not None:  # torch >= 2.13
+    DROP_INS[_TorchLinearCrossEntropyLoss] = LinearCrossEntropyLoss
 
 
 def replace_losses(module: torch.nn.Module) -> torch.nn.Module:
@@ -237,10 +241,15 @@ def replace_losses(module: torch.nn.Module) -> torch.nn.Module:
 
     Each fusedloss module subclasses the torch one and keeps its state, so the switch only
     changes the class: arguments, buffers (weight, pos_weight), hooks and state_dict keys stay.
-    Subclasses of the torch losses are left alone: their forward may do something else.
+    Subclasses of the torch losses are left alone: their forward may do something else. So is a
+    torch.nn.LinearCrossEntropyLoss with out_features (several class dimensions, which the fused
+    op does not take); its `options` (torch's chunking) do not carry over: the fused op picks
+    its own chunks.
     """
     for submodule in module.modules():
         replacement = DROP_INS.get(type(submodule))
+        if replacement is LinearCrossEntropyLoss and tuple(getattr(submodule, "out_features", ())):
+            continue
         if replacement is not None:
             submodule.__class__ = replacement
     return module

@@ -37,10 +37,9 @@ FRONT_ENDS = {
     "cross_entropy": ("CrossEntropyLoss", "CrossEntropyLoss", torch.nn.CrossEntropyLoss),
     "nll_loss": ("NLLLoss", "NLLLoss", torch.nn.NLLLoss),
     "multi_margin_loss": ("MultiMarginLoss", "MultiMarginLoss", torch.nn.MultiMarginLoss),
-    # torch's LinearCrossEntropyLoss (2.13+) is not swapped: its forward takes the hidden states,
-    # so a model calling it already gets the fused path only through our class, which owns the
-    # same Linear; swapping would change nothing a user could rely on across torch versions.
-    "linear_cross_entropy": ("LinearCrossEntropyLoss", "LinearCrossEntropyLoss", None),
+    # torch's LinearCrossEntropyLoss exists from torch 2.13 (None before: nothing to swap).
+    "linear_cross_entropy": ("LinearCrossEntropyLoss", "LinearCrossEntropyLoss",
+                             getattr(torch.nn, "LinearCrossEntropyLoss", None)),
 }
 # Public ops exempt from some front-ends, with the reason.
 NO_MODULE = {

@@ -243,3 +243,24 @@ def test_strided_target(device):
     x, w, b, t = make_case(12, 5, 9, torch.float64, device)
     wide = torch.stack([t, t.flip(0)], 1)
     assert_close(FL.linear_cross_entropy(x, w, wide[:, 0], b, chunk_size=5), reference(x, w, b, t))
+
+
+@pytest.mark.skipif(not hasattr(torch.nn, "LinearCrossEntropyLoss"), reason="torch < 2.13 has no LinearCrossEntropyLoss")
+def test_replace_losses_swaps_torch_linear_cross_entropy_loss():
+    torch.manual_seed(0)
+    head = torch.nn.LinearCrossEntropyLoss(16, 50, bias=True, ignore_index=3, label_smoothing=0.1)
+    several_dims = torch.nn.LinearCrossEntropyLoss(16, 10, out_features=(2,))
+    model = torch.nn.ModuleDict({"head": head, "several": several_dims})
+    x = torch.randn(12, 16)
+    t = torch.randint(50, (12,))
+    t[::4] = 3
+    expected = head(x, t)
+    expected_grads = torch.autograd.grad(expected, [head.linear.weight, head.linear.bias])
+    keys = set(model.state_dict())
+    fusedloss.nn.replace_losses(model)
+    assert type(head) is fusedloss.nn.LinearCrossEntropyLoss and set(model.state_dict()) == keys
+    assert type(several_dims) is torch.nn.LinearCrossEntropyLoss  # out_features: left to torch
+    ours = head(x, t)
+    assert_close(ours, expected)
+    for a, b in zip(torch.autograd.grad(ours, [head.linear.weight, head.linear.bias]), expected_grads):
+        assert_close(a, b)
