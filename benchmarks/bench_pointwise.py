@@ -75,6 +75,12 @@ def gaussian_inputs(n, device):
     return x, torch.randn_like(x), {"var": torch.rand(x.shape[0], device=device) + 0.1}
 
 
+def cosine_inputs(n, device):
+    """Pairs of rows of 16 and +-1 labels per row (cosine_embedding_loss)."""
+    x, t, _ = logit_inputs(n, device)
+    return x, torch.randn_like(x), {"target": t[:, 0] * 2 - 1}
+
+
 def sign_inputs(n, device):
     x, t, _ = logit_inputs(n, device)
     return x, t * 2 - 1, {}
@@ -101,6 +107,7 @@ LOSSES = {
     "multilabel_soft_margin_loss": (FL.multilabel_soft_margin_loss, F.multilabel_soft_margin_loss,
                                     logit_inputs),
     "gaussian_nll_loss": (FL.gaussian_nll_loss, F.gaussian_nll_loss, gaussian_inputs),
+    "cosine_embedding_loss": (FL.cosine_embedding_loss, F.cosine_embedding_loss, cosine_inputs),
 }
 # read input (4) + target (4), write gradient (4); margin ranking's labels and an input-shaped
 # var would add 4 more (not counted: the GB/s of those rows are a lower bound)

@@ -15,7 +15,7 @@ __all__ = [
     "kl_div",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss", "margin_ranking_loss",
-    "multilabel_soft_margin_loss",
+    "multilabel_soft_margin_loss", "cosine_embedding_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
     "linear_cross_entropy",
 ]
@@ -239,6 +239,21 @@ def margin_ranking_loss(
     enlarge their shape) and takes no gradient."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.margin_ranking_loss(input1, input2, target, margin, reduction)
+
+
+def cosine_embedding_loss(
+    input1: Tensor,
+    input2: Tensor,
+    target: Tensor,
+    margin: float = 0.0,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """1 - cos(input1, input2) where target is 1, max(0, cos - margin) where it is -1; see
+    torch.nn.functional.cosine_embedding_loss. One pass per row pair writes both gradients."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.cosine_embedding_loss(input1, input2, target, margin, reduction)
 
 
 def multilabel_soft_margin_loss(

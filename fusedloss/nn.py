@@ -15,7 +15,7 @@ __all__ = [
     "KLDivLoss", "BCELoss",
     "BCEWithLogitsLoss",
     "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss", "MarginRankingLoss",
-    "MultiLabelSoftMarginLoss",
+    "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss",
     "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "LinearCrossEntropyLoss", "replace_losses",
 ]
 
@@ -73,6 +73,12 @@ class MarginRankingLoss(torch.nn.MarginRankingLoss):
     def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
         return F.margin_ranking_loss(input1, input2, target, margin=self.margin,
                                      reduction=self.reduction)
+
+
+class CosineEmbeddingLoss(torch.nn.CosineEmbeddingLoss):
+    def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
+        return F.cosine_embedding_loss(input1, input2, target, margin=self.margin,
+                                       reduction=self.reduction)
 
 
 class MultiLabelSoftMarginLoss(torch.nn.MultiLabelSoftMarginLoss):
@@ -223,6 +229,7 @@ DROP_INS = {
     torch.nn.KLDivLoss: KLDivLoss,
     torch.nn.MarginRankingLoss: MarginRankingLoss,
     torch.nn.MultiLabelSoftMarginLoss: MultiLabelSoftMarginLoss,
+    torch.nn.CosineEmbeddingLoss: CosineEmbeddingLoss,
     torch.nn.BCELoss: BCELoss,
     torch.nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
     torch.nn.SoftMarginLoss: SoftMarginLoss,

@@ -95,13 +95,31 @@ struct NllBackwardOperands {
   at::Tensor grad_input;    // (outer, C, inner) contiguous, written whole
 };
 
+// cosine_embedding_loss over R pairs of rows of D (kernels/cosine_embedding.h): per row three
+// sums, then the loss and, when asked, both inputs' gradients, written once each.
+struct CosineEmbeddingSpec {
+  double margin = 0;
+};
+
+struct CosineEmbeddingOperands {
+  at::Tensor input1, input2;  // (R, D) contiguous, one dtype
+  at::Tensor target;          // (R) of the inputs' dtype: 1, -1 (anything else: loss 0)
+  double grad_scale = 1;      // folded into the gradients (1/R for a folded 'mean')
+  at::Tensor row_loss;        // (R) accumulation dtype
+  at::Tensor grad1, grad2;    // (R, D) or undefined
+};
+
 namespace cpu {
+void cosine_embedding_kernel(const CosineEmbeddingSpec& spec,
+                             const CosineEmbeddingOperands& operands);
 void nll_loss_kernel(const NllSpec& spec, const NllOperands& operands);
 void nll_loss_backward_kernel(const NllSpec& spec, const NllBackwardOperands& operands);
 void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);
 void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
 }  // namespace cpu
 namespace cuda {
+void cosine_embedding_kernel(const CosineEmbeddingSpec& spec,
+                             const CosineEmbeddingOperands& operands);
 void nll_loss_kernel(const NllSpec& spec, const NllOperands& operands);
 void nll_loss_backward_kernel(const NllSpec& spec, const NllBackwardOperands& operands);
 void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperands& operands);

@@ -152,6 +152,20 @@ inline at::Tensor margin_ranking_loss(const at::Tensor& input1, const at::Tensor
                      detail::reduction_name(options.reduction()));
 }
 
+using CosineEmbeddingLossFuncOptions = torch::nn::CosineEmbeddingLossOptions;
+
+// 1 - cos(input1, input2) where target is 1, max(0, cos - margin) where it is -1; inputs (N, D)
+// with a target (N), or (D) with a 0-d target.
+inline at::Tensor cosine_embedding_loss(const at::Tensor& input1, const at::Tensor& input2,
+                                        const at::Tensor& target,
+                                        const CosineEmbeddingLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                            c10::string_view)>("fusedloss::cosine_embedding_loss");
+  return handle.call(input1, input2, target, options.margin(),
+                     detail::reduction_name(options.reduction()));
+}
+
 using MultilabelSoftMarginLossFuncOptions = torch::nn::MultiLabelSoftMarginLossOptions;
 
 // Per sample, the mean over the classes of binary cross entropy with logits (class weights).

@@ -78,6 +78,23 @@ class GaussianNLLLossImpl : public torch::nn::Cloneable<GaussianNLLLossImpl> {
 };
 TORCH_MODULE(GaussianNLLLoss);
 
+// torch::nn::CosineEmbeddingLoss: forward(input1, input2, target).
+class CosineEmbeddingLossImpl : public torch::nn::Cloneable<CosineEmbeddingLossImpl> {
+ public:
+  explicit CosineEmbeddingLossImpl(torch::nn::CosineEmbeddingLossOptions options = {})
+      : options(std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override {
+    stream << "fusedloss::nn::CosineEmbeddingLoss()";
+  }
+  at::Tensor forward(const at::Tensor& input1, const at::Tensor& input2,
+                     const at::Tensor& target) {
+    return functional::cosine_embedding_loss(input1, input2, target, options);
+  }
+  torch::nn::CosineEmbeddingLossOptions options;
+};
+TORCH_MODULE(CosineEmbeddingLoss);
+
 // torch::nn::MarginRankingLoss: forward(input1, input2, target).
 class MarginRankingLossImpl : public torch::nn::Cloneable<MarginRankingLossImpl> {
  public:

@@ -21,6 +21,8 @@ namespace formulas {
 
 C10_HOST_DEVICE inline float exp_of(float v) { return expf(v); }
 C10_HOST_DEVICE inline double exp_of(double v) { return exp(v); }
+C10_HOST_DEVICE inline float sqrt_of(float v) { return sqrtf(v); }
+C10_HOST_DEVICE inline double sqrt_of(double v) { return sqrt(v); }
 C10_HOST_DEVICE inline float log_of(float v) { return logf(v); }
 C10_HOST_DEVICE inline double log_of(double v) { return log(v); }
 C10_HOST_DEVICE inline float log1p_of(float v) { return log1pf(v); }

@@ -146,3 +146,27 @@ TEST(MulticlassLosses, LinearCrossEntropyMatchesLinearThenCrossEntropy) {
 }
 
 }  // namespace
+
+TEST(MulticlassLosses, CosineEmbeddingMatchesLibTorch) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(4);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    auto x1 = torch::randn({7, 9}, options).requires_grad_();
+    auto x2 = torch::randn({7, 9}, options).requires_grad_();
+    const auto labels = torch::randint(0, 2, {7}, options) * 2 - 1;
+    auto x1_ref = x1.detach().clone().requires_grad_();
+    auto x2_ref = x2.detach().clone().requires_grad_();
+    fusedloss::nn::CosineEmbeddingLoss module(
+        torch::nn::CosineEmbeddingLossOptions().margin(0.1).reduction(torch::kSum));
+    auto loss = module(x1, x2, labels);
+    auto loss_ref = torch::nn::functional::cosine_embedding_loss(
+        x1_ref, x2_ref, labels,
+        torch::nn::functional::CosineEmbeddingLossFuncOptions().margin(0.1).reduction(torch::kSum));
+    const std::string on = " on " + device.str();
+    expect_close(loss, loss_ref, "cosine_embedding_loss" + on);
+    loss.backward();
+    loss_ref.backward();
+    expect_close(x1.grad(), x1_ref.grad(), "cosine_embedding_loss grad input1" + on);
+    expect_close(x2.grad(), x2_ref.grad(), "cosine_embedding_loss grad input2" + on);
+  }
+}

@@ -24,6 +24,8 @@ FRONT_ENDS = {
     "kl_div": ("KLDivLoss", "KLDivLoss", torch.nn.KLDivLoss),
     "gaussian_nll_loss": ("GaussianNLLLoss", "GaussianNLLLoss", torch.nn.GaussianNLLLoss),
     "margin_ranking_loss": ("MarginRankingLoss", "MarginRankingLoss", torch.nn.MarginRankingLoss),
+    "cosine_embedding_loss": ("CosineEmbeddingLoss", "CosineEmbeddingLoss",
+                              torch.nn.CosineEmbeddingLoss),
     "multilabel_soft_margin_loss": ("MultiLabelSoftMarginLoss", "MultiLabelSoftMarginLoss",
                                     torch.nn.MultiLabelSoftMarginLoss),
     "binary_cross_entropy": ("BCELoss", "BCELoss", torch.nn.BCELoss),

@@ -100,7 +100,7 @@ def test_every_checked_value_is_deferred(case):
 
 CASES = ["cross_entropy_mean", "cross_entropy_weighted_smoothed", "cross_entropy_none",
          "cross_entropy_bf16", "mse_mean", "bce_mean", "bce_with_logits_half", "hinge_sum",
-         "multi_margin", "nll_mean", "nll_none_bf16"]
+         "multi_margin", "nll_mean", "nll_none_bf16", "cosine_embedding"]
 
 
 def loss_cases():
@@ -125,6 +125,7 @@ def loss_cases():
         "multi_margin": (lambda v: FL.multi_margin_loss(v, t.clamp_min(0)), x),
         "nll_mean": (lambda v: FL.nll_loss(v, t, weight=w), x),
         "nll_none_bf16": (lambda v: FL.nll_loss(v, t, reduction="none").sum(), x.bfloat16()),
+        "cosine_embedding": (lambda v: FL.cosine_embedding_loss(v, y, (t > 500).float() * 2 - 1), x),
     }
 
 

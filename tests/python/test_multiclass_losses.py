@@ -473,6 +473,8 @@ OPS = {
                             torch.rand(5, device=d), -100, "mean"), {}),
     "multi_margin_loss": lambda d: ((torch.randn(4, 5, device=d), torch.tensor([0, 4, 1, 2], device=d),
                                      2, 0.7, torch.rand(5, device=d), "mean"), {}),
+    "cosine_embedding_loss": lambda d: ((torch.randn(4, 5, device=d), torch.randn(4, 5, device=d),
+                                         torch.tensor([1.0, -1.0, 1.0, -1.0], device=d), 0.2, "mean"), {}),
 }
 
 
@@ -616,3 +618,83 @@ def test_multi_margin_0d_input_is_one_row_of_one_class_like_torch(target_shape, 
     assert x.grad.shape == () and torch.equal(x.grad, x_ref.grad)
     with raises(RuntimeError, match="target 1 is out of range"):
         FL.multi_margin_loss(x.detach(), torch.ones(target_shape, dtype=torch.long, device=device))
+
+
+# (input shape, target shape); the second input has the first's shape, or (6, 5) for (1, 5).
+COSINE_CASES = [((6, 5), (6,)), ((5,), ()), ((6, 5), (1,)), ((1, 5), (6,)), ((0, 4), (0,)), ((3, 700), (3,))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shapes", COSINE_CASES, ids=str)
+def test_cosine_embedding_matches_torch(shapes, reduction, dtype, device):
+    # Labels 1 and -1 (and one 0.5: loss 0, as torch), margins on both sides of the rows'
+    # cosines; input1 broadcast against input2 where one has a single row; empty; long rows.
+    input_shape, target_shape = shapes
+    g = torch.Generator().manual_seed(6)
+    x1 = torch.randn(input_shape, generator=g, dtype=torch.float64)
+    x2 = torch.randn(input_shape if input_shape[0] != 1 else (6, 5), generator=g, dtype=torch.float64)
+    y = (torch.rand(target_shape, generator=g) > 0.5).double() * 2 - 1
+    if y.numel() > 2:
+        y[1] = 0.5
+    for margin in (0.0, 0.3):
+        x1d, x2d = x1.to(dtype).to(device), x2.to(dtype).to(device)
+        yd = y.to(device)
+        ours_in = [x1d.clone().requires_grad_(), x2d.clone().requires_grad_()]
+        ref_in = [x1d.double().clone().requires_grad_(), x2d.double().clone().requires_grad_()]
+        ours = FL.cosine_embedding_loss(*ours_in, yd, margin=margin, reduction=reduction)
+        expected = F.cosine_embedding_loss(*ref_in, yd.double(), margin=margin, reduction=reduction)
+        assert ours.dtype == dtype and ours.shape == expected.shape
+        assert_close(ours.double(), expected.detach().to(dtype).double(), dtype)
+        grad_output = torch.rand_like(expected) + 0.5
+        ours.backward(grad_output.to(dtype))
+        expected.backward(grad_output.to(dtype).double())
+        for a, b in zip(ours_in, ref_in):
+            assert a.grad.shape == a.shape
+            assert_close(a.grad.double(), b.grad.to(dtype).double(), dtype)
+
+
+def test_cosine_embedding_gradcheck_module_and_errors():
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = (torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    y = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    for reduction in REDUCTIONS:
+        assert torch.autograd.gradcheck(
+            lambda a, b: FL.cosine_embedding_loss(a, b, y, margin=-0.5, reduction=reduction), (x1, x2))
+    ours, reference = fusedloss.nn.CosineEmbeddingLoss(margin=0.2), torch.nn.CosineEmbeddingLoss(margin=0.2)
+    assert isinstance(ours, torch.nn.CosineEmbeddingLoss)
+    assert_close(ours(x1, x2, y), reference(x1, x2, y))
+    assert_close(torch.jit.script(ours)(x1, x2, y), reference(x1, x2, y))
+    labels = torch.tensor([1, -1, -1, 1])  # integer labels, as torch accepts
+    assert_close(FL.cosine_embedding_loss(x1, x2, labels), F.cosine_embedding_loss(x1, x2, labels))
+    with pytest.raises(RuntimeError, match=r"1D target tensor expects 2D input tensors, but found inputs with sizes \[6\] and \[6\]"):
+        FL.cosine_embedding_loss(x1[0], x2[0], y)
+    with pytest.raises(RuntimeError, match="0D or 1D target tensor expected"):
+        FL.cosine_embedding_loss(x1, x2, y.view(2, 2))
+    with pytest.raises(RuntimeError, match=r"input1 and input2 of shapes \[4, 6\] and \[4, 5\] are not broadcastable"):
+        FL.cosine_embedding_loss(x1, x2[:, :5], y)
+    with pytest.raises(RuntimeError, match="one label per row"):
+        FL.cosine_embedding_loss(x1, x2, y[:3])
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(FL.cosine_embedding_loss(x1, x2, y), x1, create_graph=True)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_cosine_embedding_opcheck_and_compile(requires_grad, device):
+    x1 = torch.randn(5, 4, device=device, requires_grad=requires_grad)
+    x2 = torch.randn(5, 4, device=device)
+    y = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0], device=device)
+    for reduction in REDUCTIONS:
+        torch.library.opcheck(torch.ops.fusedloss.cosine_embedding_loss, (x1, x2, y, 0.1, reduction))
+        torch.library.opcheck(torch.ops.fusedloss._cosine_embedding_loss_forward,
+                              (x1.detach(), x2, y, 0.1, reduction, True))
+    if requires_grad:
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda a, b: FL.cosine_embedding_loss(a, b, y), fullgraph=True, backend="aot_eager")
+        out = compiled(x1, x2)
+        out.backward()
+        xr = x1.detach().clone().requires_grad_()
+        expected = F.cosine_embedding_loss(xr, x2, y)
+        expected.backward()
+        assert_close(out, expected)
+        assert_close(x1.grad, xr.grad)
