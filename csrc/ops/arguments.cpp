@@ -4,6 +4,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+
 namespace fusedloss {
 namespace ops {
 
@@ -24,6 +26,22 @@ at::ScalarType accumulation_dtype(at::ScalarType t) {
 }
 
 bool folds_mean_into_gradient(at::ScalarType dtype) { return dtype != at::kHalf; }
+
+c10::SymDimVector broadcast_shape(c10::string_view op, const char* what, c10::SymIntArrayRef a,
+                                  c10::SymIntArrayRef b) {
+  const size_t ndim = std::max(a.size(), b.size());
+  c10::SymDimVector shape(ndim);
+  for (size_t i = 0; i < ndim; ++i) {
+    const bool in_a = i < a.size(), in_b = i < b.size();
+    const c10::SymInt& sa = in_a ? a[a.size() - 1 - i] : b[b.size() - 1 - i];
+    const c10::SymInt& sb = in_b ? b[b.size() - 1 - i] : sa;
+    TORCH_CHECK(sa == sb || sa == 1 || sb == 1, "fusedloss.", op, ": ", what, " of shapes ", a,
+                " and ", b, " are not broadcastable (dimension ",
+                static_cast<int64_t>(ndim - 1 - i), ": ", sa, " vs ", sb, ")");
+    shape[ndim - 1 - i] = sa == 1 ? sb : sa;
+  }
+  return shape;
+}
 
 int64_t first_true_position(const at::Tensor& mask) {
   return mask.reshape({-1}).nonzero().select(1, 0)[0].item<int64_t>();

@@ -1,10 +1,12 @@
 #pragma once
-// Argument parsing shared by every op family: reduction names and the floating dtypes the kernels
-// take.
+// Argument parsing shared by every op family: reduction names, the floating dtypes the kernels
+// take, broadcasting.
 
 #include <ATen/core/Reduction.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
+#include <c10/core/SymIntArrayRef.h>
+#include <c10/util/DimVector.h>
 #include <c10/util/string_view.h>
 
 namespace fusedloss {
@@ -24,6 +26,11 @@ at::ScalarType accumulation_dtype(at::ScalarType t);
 // could underflow there, and loss scaling needs it kept) and backward applies 1/n in float
 // (ops/scale_gradient.h). The one place this is decided.
 bool folds_mean_into_gradient(at::ScalarType dtype);
+
+// The shape two shapes broadcast to, else a RuntimeError naming `what` ("input and target"), both
+// shapes and the first dimension that differs.
+c10::SymDimVector broadcast_shape(c10::string_view op, const char* what, c10::SymIntArrayRef a,
+                                  c10::SymIntArrayRef b);
 
 // The flat position of the first true element of a boolean mask with at least one (an error
 // path: it reads the position back from the device).

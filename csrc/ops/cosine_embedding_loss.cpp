@@ -4,7 +4,6 @@
 
 #include "ops/cosine_embedding_loss.h"
 
-#include <ATen/ExpandUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
@@ -51,12 +50,9 @@ CosineProblem prepare(const Tensor& input1, const Tensor& input2, const Tensor& 
               target.dim(), "D target tensor expects ", input_dim,
               "D input tensors, but found inputs with sizes ", input1.sym_sizes(), " and ",
               input2.sym_sizes());
-  const auto a = input1.sym_sizes(), b = input2.sym_sizes();
-  for (int64_t d = 0; d < input_dim; ++d) {
-    TORCH_CHECK(a[d] == b[d] || a[d] == 1 || b[d] == 1, "fusedloss.", kOp,
-                ": input1 and input2 of shapes ", a, " and ", b, " are not broadcastable");
-  }
-  p.shape = at::infer_size_symint(a, b);
+  const auto shape =
+      broadcast_shape(kOp, "input1 and input2", input1.sym_sizes(), input2.sym_sizes());
+  p.shape.assign(shape.begin(), shape.end());
   const c10::SymInt rows = input_dim == 1 ? c10::SymInt(1) : p.shape[0];
   TORCH_CHECK(target.sym_numel() == rows || target.sym_numel() == 1, "fusedloss.", kOp,
               ": target must hold one label per row (", rows, "), got shape ", target.sym_sizes());
@@ -91,16 +87,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_on_device(const Tensor& input
   engine({margin}, o);
   Tensor loss;
   if (p.reduction == at::Reduction::None) {
-    loss = o.row_loss.to(p.dtype).view(target.dim() == 0 ? at::IntArrayRef{} : at::IntArrayRef{rows});
+    loss =
+        o.row_loss.to(p.dtype).view(target.dim() == 0 ? at::IntArrayRef{} : at::IntArrayRef{rows});
   } else {
     Tensor total = o.row_loss.sum(at::kDouble);
     if (mean) total = total.div(static_cast<double>(rows));  // 0 / 0 = NaN when empty, as torch
     loss = total.to(p.dtype);
   }
-  const Tensor scale = p.reduction == at::Reduction::None
-                           ? at::empty({0}, acc_options)
-                           : at::full({}, mean && !fold ? 1.0 / static_cast<double>(rows) : 1.0,
-                                      acc_options);
+  const Tensor scale =
+      p.reduction == at::Reduction::None
+          ? at::empty({0}, acc_options)
+          : at::full({}, mean && !fold ? 1.0 / static_cast<double>(rows) : 1.0, acc_options);
   const auto empty = [&] { return at::empty({0}, options); };  // distinct outputs never alias
   return {loss, compute_grad ? o.grad1.view(shape) : empty(),
           compute_grad ? o.grad2.view(shape) : empty(), scale};

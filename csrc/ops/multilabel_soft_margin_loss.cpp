@@ -4,11 +4,9 @@
 // A composite op: autograd differentiates it through binary_cross_entropy_with_logits's own
 // backward, so it needs no kernels of its own.
 
-#include <ATen/ExpandUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <optional>
 
 #include "ops/arguments.h"
@@ -48,13 +46,8 @@ Tensor multilabel_soft_margin_loss(const Tensor& input, const Tensor& target,
   // division by the input's class count.
   Tensor x = input, t = target;
   if (input.sym_sizes() != target.sym_sizes()) {
-    const auto a = input.sym_sizes(), b = target.sym_sizes();
-    for (size_t i = 1; i <= std::min(a.size(), b.size()); ++i) {
-      const c10::SymInt &da = a[a.size() - i], &db = b[b.size() - i];
-      TORCH_CHECK(da == db || da == 1 || db == 1, "fusedloss.", kOp,
-                  ": input and target of shapes ", a, " and ", b, " are not broadcastable");
-    }
-    const auto shape = at::infer_size_symint(a, b);
+    const auto shape =
+        broadcast_shape(kOp, "input and target", input.sym_sizes(), target.sym_sizes());
     x = input.expand_symint(shape);
     t = target.expand_symint(shape);
   }

@@ -83,16 +83,33 @@ std::tuple<Tensor, Tensor> forward_meta(const Tensor& input, const Tensor& targe
   return {at::empty({}, options), at::empty({}, acc_options)};
 }
 
-// The checks of backward's own arguments (the forward checked the rest).
-void check_backward(const Tensor& grad_output, const Tensor& target, const Tensor& total_weight,
-                    c10::SymIntArrayRef input_size, at::Reduction::Reduction reduction) {
+// The checks of backward's own arguments (the forward checked the rest): everything the kernel
+// indexes with must fit the gradient it writes.
+void check_backward(const Tensor& grad_output, const Tensor& target, const OptionalTensor& weight,
+                    const Tensor& total_weight, c10::SymIntArrayRef input_size,
+                    at::Reduction::Reduction reduction) {
   TORCH_CHECK(is_supported_dtype(grad_output.scalar_type()),
               "fusedloss._nll_loss_backward: grad_output must be a floating dtype, got ",
               grad_output.scalar_type());
-  TORCH_CHECK(grad_output.device() == target.device() && total_weight.device() == target.device(),
-              "fusedloss._nll_loss_backward: grad_output, target and total_weight must be on one "
-              "device");
+  TORCH_CHECK(grad_output.device() == target.device() && total_weight.device() == target.device() &&
+                  (!weight.has_value() || weight->device() == target.device()),
+              "fusedloss._nll_loss_backward: grad_output, target, weight and total_weight must "
+              "be on one device");
   TORCH_CHECK(!input_size.empty(), "fusedloss._nll_loss_backward: input_size must not be empty");
+  const size_t class_dim = input_size.size() == 1 ? 0 : 1;
+  c10::SymInt rows = 1;
+  for (size_t d = 0; d < input_size.size(); ++d) {
+    if (d != class_dim) rows *= input_size[d];
+  }
+  TORCH_CHECK(target.sym_numel() == rows, "fusedloss._nll_loss_backward: input_size ", input_size,
+              " has ", rows, " rows, target has ", target.sym_numel(), " elements");
+  TORCH_CHECK(!weight.has_value() || weight->sym_numel() == input_size[class_dim],
+              "fusedloss._nll_loss_backward: weight must hold one value per class (",
+              input_size[class_dim], "), got shape ",
+              weight.has_value() ? weight->sym_sizes() : c10::SymIntArrayRef{});
+  TORCH_CHECK(reduction == at::Reduction::None || total_weight.sym_numel() == 1,
+              "fusedloss._nll_loss_backward: a reduced loss needs a 0-d total_weight, got shape ",
+              total_weight.sym_sizes());
   if (reduction == at::Reduction::None) {
     TORCH_CHECK(grad_output.sym_numel() == target.sym_numel(),
                 "fusedloss._nll_loss_backward: reduction='none' needs one grad_output per target, "
@@ -113,7 +130,7 @@ Tensor backward_on_device(const Tensor& grad_output, const Tensor& target,
   NllSpec spec;
   spec.reduction = parse_reduction(kOp, reduction);
   spec.ignore_index = ignore_index;
-  check_backward(grad_output, target, total_weight, c10::fromIntArrayRefSlow(input_size),
+  check_backward(grad_output, target, weight, total_weight, c10::fromIntArrayRefSlow(input_size),
                  spec.reduction);
   set_layout(spec, input_size);
   const at::ScalarType dtype = grad_output.scalar_type();
@@ -138,7 +155,8 @@ Tensor backward_on_device(const Tensor& grad_output, const Tensor& target,
 Tensor backward_meta(const Tensor& grad_output, const Tensor& target, const OptionalTensor& weight,
                      const Tensor& total_weight, c10::SymIntArrayRef input_size,
                      int64_t ignore_index, c10::string_view reduction) {
-  check_backward(grad_output, target, total_weight, input_size, parse_reduction(kOp, reduction));
+  check_backward(grad_output, target, weight, total_weight, input_size,
+                 parse_reduction(kOp, reduction));
   return at::empty_symint(input_size, grad_output.options());
 }
 

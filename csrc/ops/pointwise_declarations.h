@@ -13,12 +13,12 @@
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
-#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <tuple>
 
 #include "engines/pointwise_engine.h"
+#include "ops/arguments.h"
 
 namespace fusedloss {
 namespace ops {
@@ -264,19 +264,12 @@ struct GaussianNllLoss {
                 "fusedloss.gaussian_nll_loss: input and target must be on the same device, got "
                 "input on ",
                 input.device(), " and target on ", target.device());
-    const auto dtype = c10::promoteTypes(input.scalar_type(), target.scalar_type());
     TORCH_CHECK_NOT_IMPLEMENTED(
-        dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+        is_supported_dtype(c10::promoteTypes(input.scalar_type(), target.scalar_type())),
         "fusedloss.gaussian_nll_loss: input and target must promote to float32, float64, "
         "float16 or bfloat16, got input ",
         input.scalar_type(), " and target ", target.scalar_type());
-    const auto a = input.sym_sizes(), b = target.sym_sizes();
-    for (size_t i = 1; i <= std::min(a.size(), b.size()); ++i) {
-      const c10::SymInt &da = a[a.size() - i], &db = b[b.size() - i];
-      TORCH_CHECK(da == db || da == 1 || db == 1,
-                  "fusedloss.gaussian_nll_loss: input and target of shapes ", a, " and ", b,
-                  " are not broadcastable");
-    }
+    broadcast_shape(kName, "input and target", input.sym_sizes(), target.sym_sizes());
     Tensor v = var;
     const auto in = input.sym_sizes(), vs = var.sym_sizes();
     if (vs != in) {

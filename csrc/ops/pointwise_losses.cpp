@@ -52,22 +52,6 @@ at::ScalarType check_inputs(c10::string_view op, const Tensor& input, const Tens
   return dtype;
 }
 
-c10::SymDimVector broadcast_shape(c10::string_view op, const char* what, c10::SymIntArrayRef a,
-                                  c10::SymIntArrayRef b) {
-  const size_t ndim = std::max(a.size(), b.size());
-  c10::SymDimVector shape(ndim);
-  for (size_t i = 0; i < ndim; ++i) {
-    const bool in_a = i < a.size(), in_b = i < b.size();
-    const c10::SymInt& sa = in_a ? a[a.size() - 1 - i] : b[b.size() - 1 - i];
-    const c10::SymInt& sb = in_b ? b[b.size() - 1 - i] : sa;
-    TORCH_CHECK(sa == sb || sa == 1 || sb == 1, "fusedloss.", op, ": ", what, " of shapes ", a,
-                " and ", b, " are not broadcastable (dimension ",
-                static_cast<int64_t>(ndim - 1 - i), ": ", sa, " vs ", sb, ")");
-    shape[ndim - 1 - i] = sa == 1 ? sb : sa;
-  }
-  return shape;
-}
-
 // weight or pos_weight laid out for the engines: if its broadcast to `shape` is a leading run of
 // broadcast dimensions followed by full ones (a per-class vector, a scalar, a full tensor), its
 // values repeat along the flat index and it is passed as is; otherwise it is expanded.

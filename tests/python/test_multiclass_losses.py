@@ -698,3 +698,17 @@ def test_cosine_embedding_opcheck_and_compile(requires_grad, device):
         expected.backward()
         assert_close(out, expected)
         assert_close(x1.grad, xr.grad)
+
+
+def test_nll_loss_backward_op_refuses_arguments_that_do_not_fit():
+    # The internal op is callable on its own: what its kernel indexes with must fit the gradient.
+    t = torch.tensor([0, 4, 1, 2])
+    g, tw = torch.tensor(1.0), torch.tensor(4.0)
+    backward = torch.ops.fusedloss._nll_loss_backward
+    with pytest.raises(RuntimeError, match=r"input_size \[2, 5\] has 2 rows, target has 4 elements"):
+        backward(g, t, None, tw, [2, 5], -100, "mean")
+    with pytest.raises(RuntimeError, match="weight must hold one value per class"):
+        backward(g, t, torch.ones(3), tw, [4, 5], -100, "mean")
+    with pytest.raises(RuntimeError, match="needs a 0-d total_weight"):
+        backward(g, t, None, torch.empty(0), [4, 5], -100, "sum")
+    assert backward(g, t, None, tw, [4, 5], -100, "mean").shape == (4, 5)
