@@ -81,6 +81,14 @@ def cosine_inputs(n, device):
     return x, torch.randn_like(x), {"target": t[:, 0] * 2 - 1}
 
 
+def triplet_inputs(n, device):
+    """Triplets of rows of 16, all three taking a gradient, as when one network embeds them
+    (triplet_margin_loss: a third operand, and three gradients)."""
+    x, _, _ = logit_inputs(n, device)
+    positive, negative = (torch.randn_like(x).requires_grad_() for _ in range(2))
+    return x, positive, {"negative": negative}
+
+
 def sign_inputs(n, device):
     x, t, _ = logit_inputs(n, device)
     return x, t * 2 - 1, {}
@@ -108,6 +116,7 @@ LOSSES = {
                                     logit_inputs),
     "gaussian_nll_loss": (FL.gaussian_nll_loss, F.gaussian_nll_loss, gaussian_inputs),
     "cosine_embedding_loss": (FL.cosine_embedding_loss, F.cosine_embedding_loss, cosine_inputs),
+    "triplet_margin_loss": (FL.triplet_margin_loss, F.triplet_margin_loss, triplet_inputs),
 }
 # read input (4) + target (4), write gradient (4); margin ranking's labels and an input-shaped
 # var would add 4 more (not counted: the GB/s of those rows are a lower bound)

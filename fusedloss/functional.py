@@ -4,7 +4,7 @@ Each function calls its operator in torch.ops.fusedloss; every one is TorchScrip
 """
 
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,7 +15,8 @@ __all__ = [
     "kl_div",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss", "margin_ranking_loss",
-    "multilabel_soft_margin_loss", "cosine_embedding_loss",
+    "multilabel_soft_margin_loss", "cosine_embedding_loss", "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
     "linear_cross_entropy",
 ]
@@ -254,6 +255,79 @@ def cosine_embedding_loss(
     torch.nn.functional.cosine_embedding_loss. One pass per row pair writes both gradients."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.cosine_embedding_loss(input1, input2, target, margin, reduction)
+
+
+def triplet_margin_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float = 1.0,
+    p: float = 2,
+    eps: float = 1e-6,
+    swap: bool = False,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """max(0, margin + d(anchor, positive) - d(anchor, negative)), d(x, y) = ||x - y + eps||_p over
+    the last dimension (with swap, the negative distance is the smaller of d(anchor, negative) and
+    d(positive, negative)); see torch.nn.functional.triplet_margin_loss. One pass per triplet of
+    rows writes the three gradients."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    return torch.ops.fusedloss.triplet_margin_loss(anchor, positive, negative, float(margin),
+                                                   float(p), float(eps), swap, reduction)
+
+
+def _fused_distance(distance_function: Optional[Callable[[Tensor, Tensor], Tensor]]):
+    """(p, eps) when distance_function is torch's pairwise distance (the default), else None."""
+    if distance_function is None or distance_function is torch.pairwise_distance:
+        return 2.0, 1e-6
+    if type(distance_function) is torch.nn.PairwiseDistance and not distance_function.keepdim:
+        return float(distance_function.norm), float(distance_function.eps)
+    return None
+
+
+def triplet_margin_with_distance_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    *,
+    distance_function: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+    margin: float = 1.0,
+    swap: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """triplet_margin_loss with a distance of the caller's choice; see
+    torch.nn.functional.triplet_margin_with_distance_loss. Fused (triplet_margin_loss's kernel)
+    when the distance is torch's pairwise distance: the default, torch.pairwise_distance or a
+    torch.nn.PairwiseDistance without keepdim; torch's formula for any other callable. Python
+    only, as torch's (a callable argument cannot be scripted)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    if not (anchor.ndim == positive.ndim == negative.ndim):
+        raise RuntimeError(
+            "The anchor, positive, and negative tensors are expected to have the same number of "
+            f"dimensions, but got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative "
+            f"{negative.ndim}D inputs")
+    fused = _fused_distance(distance_function)
+    if fused is not None:
+        return torch.ops.fusedloss.triplet_margin_loss(anchor, positive, negative, float(margin),
+                                                       fused[0], fused[1], swap, reduction)
+    assert distance_function is not None
+    dist_pos = distance_function(anchor, positive)
+    dist_neg = distance_function(anchor, negative)
+    if swap:
+        dist_neg = torch.minimum(dist_neg, distance_function(positive, negative))
+    loss = torch.clamp_min(margin + dist_pos - dist_neg, 0)
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean()
+    return loss
 
 
 def multilabel_soft_margin_loss(

@@ -2,6 +2,7 @@
 forward calls the fused operator. `torch.nn.MSELoss(...)` -> `fusedloss.nn.MSELoss(...)` is the
 whole change, and isinstance checks against the torch class still hold."""
 
+import warnings
 from typing import Optional
 
 import torch
@@ -15,8 +16,10 @@ __all__ = [
     "KLDivLoss", "BCELoss",
     "BCEWithLogitsLoss",
     "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss", "MarginRankingLoss",
-    "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss",
-    "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "LinearCrossEntropyLoss", "replace_losses",
+    "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss", "TripletMarginLoss",
+    "TripletMarginWithDistanceLoss",
+    "CrossEntropyLoss", "NLLLoss", "NLLLoss2d", "MultiMarginLoss", "LinearCrossEntropyLoss",
+    "replace_losses",
 ]
 
 
@@ -79,6 +82,22 @@ class CosineEmbeddingLoss(torch.nn.CosineEmbeddingLoss):
     def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
         return F.cosine_embedding_loss(input1, input2, target, margin=self.margin,
                                        reduction=self.reduction)
+
+
+class TripletMarginLoss(torch.nn.TripletMarginLoss):
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return F.triplet_margin_loss(anchor, positive, negative, margin=self.margin, p=self.p,
+                                     eps=self.eps, swap=self.swap, reduction=self.reduction)
+
+
+class TripletMarginWithDistanceLoss(torch.nn.TripletMarginWithDistanceLoss):
+    """Fused when the distance is torch's pairwise distance (the default); Python only, as
+    torch's."""
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return F.triplet_margin_with_distance_loss(
+            anchor, positive, negative, distance_function=self.distance_function,
+            margin=self.margin, swap=self.swap, reduction=self.reduction)
 
 
 class MultiLabelSoftMarginLoss(torch.nn.MultiLabelSoftMarginLoss):
@@ -159,6 +178,17 @@ class NLLLoss(torch.nn.NLLLoss):
                           reduction=self.reduction)
 
 
+with warnings.catch_warnings():  # subclassing torch's deprecated class warns at import
+    warnings.simplefilter("ignore", FutureWarning)
+
+    class NLLLoss2d(torch.nn.NLLLoss2d):
+        """torch's deprecated alias of NLLLoss, kept so replace_losses swaps it too."""
+
+        def forward(self, input: Tensor, target: Tensor) -> Tensor:
+            return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                              reduction=self.reduction)
+
+
 class MultiMarginLoss(torch.nn.MultiMarginLoss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.multi_margin_loss(input, target, p=self.p, margin=self.margin,
@@ -230,12 +260,15 @@ DROP_INS = {
     torch.nn.MarginRankingLoss: MarginRankingLoss,
     torch.nn.MultiLabelSoftMarginLoss: MultiLabelSoftMarginLoss,
     torch.nn.CosineEmbeddingLoss: CosineEmbeddingLoss,
+    torch.nn.TripletMarginLoss: TripletMarginLoss,
+    torch.nn.TripletMarginWithDistanceLoss: TripletMarginWithDistanceLoss,
     torch.nn.BCELoss: BCELoss,
     torch.nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
     torch.nn.SoftMarginLoss: SoftMarginLoss,
     torch.nn.HingeEmbeddingLoss: HingeEmbeddingLoss,
     torch.nn.CrossEntropyLoss: CrossEntropyLoss,
     torch.nn.NLLLoss: NLLLoss,
+    torch.nn.NLLLoss2d: NLLLoss2d,
     torch.nn.MultiMarginLoss: MultiMarginLoss,
 }
 if _TorchLinearCrossEntropyLoss is not None:  # torch >= 2.13

@@ -109,7 +109,23 @@ struct CosineEmbeddingOperands {
   at::Tensor grad1, grad2;    // (R, D) or undefined
 };
 
+// triplet_margin_loss over R triplets of rows of D (kernels/triplet_margin.h): per row the norms
+// of two (three with swap) differences, then the loss and, when asked, the three gradients,
+// written once each.
+struct TripletMarginSpec {
+  double margin = 1, p = 2, eps = 1e-6;
+  bool swap = false;
+};
+
+struct TripletMarginOperands {
+  at::Tensor anchor, positive, negative;  // (R, D) contiguous, one dtype
+  double grad_scale = 1;                  // folded into the gradients (1/R for a folded 'mean')
+  at::Tensor row_loss;                    // (R) accumulation dtype
+  at::Tensor grad_anchor, grad_positive, grad_negative;  // (R, D) or undefined
+};
+
 namespace cpu {
+void triplet_margin_kernel(const TripletMarginSpec& spec, const TripletMarginOperands& operands);
 void cosine_embedding_kernel(const CosineEmbeddingSpec& spec,
                              const CosineEmbeddingOperands& operands);
 void nll_loss_kernel(const NllSpec& spec, const NllOperands& operands);
@@ -118,6 +134,7 @@ void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperan
 void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
 }  // namespace cpu
 namespace cuda {
+void triplet_margin_kernel(const TripletMarginSpec& spec, const TripletMarginOperands& operands);
 void cosine_embedding_kernel(const CosineEmbeddingSpec& spec,
                              const CosineEmbeddingOperands& operands);
 void nll_loss_kernel(const NllSpec& spec, const NllOperands& operands);

@@ -166,6 +166,21 @@ inline at::Tensor cosine_embedding_loss(const at::Tensor& input1, const at::Tens
                      detail::reduction_name(options.reduction()));
 }
 
+using TripletMarginLossFuncOptions = torch::nn::TripletMarginLossOptions;
+
+// max(0, margin + ||a - p + eps||_p - ||a - n + eps||_p) over the last dimension (with swap, the
+// negative distance is the smaller of d(a, n) and d(p, n)); inputs (N, D) or (D).
+inline at::Tensor triplet_margin_loss(const at::Tensor& anchor, const at::Tensor& positive,
+                                      const at::Tensor& negative,
+                                      const TripletMarginLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                            double, double, bool, c10::string_view)>(
+          "fusedloss::triplet_margin_loss");
+  return handle.call(anchor, positive, negative, options.margin(), options.p(), options.eps(),
+                     options.swap(), detail::reduction_name(options.reduction()));
+}
+
 using MultilabelSoftMarginLossFuncOptions = torch::nn::MultiLabelSoftMarginLossOptions;
 
 // Per sample, the mean over the classes of binary cross entropy with logits (class weights).

@@ -95,6 +95,23 @@ class CosineEmbeddingLossImpl : public torch::nn::Cloneable<CosineEmbeddingLossI
 };
 TORCH_MODULE(CosineEmbeddingLoss);
 
+// torch::nn::TripletMarginLoss: forward(anchor, positive, negative).
+class TripletMarginLossImpl : public torch::nn::Cloneable<TripletMarginLossImpl> {
+ public:
+  explicit TripletMarginLossImpl(torch::nn::TripletMarginLossOptions options = {})
+      : options(std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override {
+    stream << "fusedloss::nn::TripletMarginLoss()";
+  }
+  at::Tensor forward(const at::Tensor& anchor, const at::Tensor& positive,
+                     const at::Tensor& negative) {
+    return functional::triplet_margin_loss(anchor, positive, negative, options);
+  }
+  torch::nn::TripletMarginLossOptions options;
+};
+TORCH_MODULE(TripletMarginLoss);
+
 // torch::nn::MarginRankingLoss: forward(input1, input2, target).
 class MarginRankingLossImpl : public torch::nn::Cloneable<MarginRankingLossImpl> {
  public:

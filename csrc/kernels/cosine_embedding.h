@@ -33,7 +33,7 @@ C10_HOST_DEVICE inline CosineEmbeddingRow<T> cosine_embedding_row(T dot, T sq1, 
     g = T(-1);
   } else if (y == T(-1)) {
     const T over = cos - margin;
-    r.loss = over > T(0) ? over : T(0);
+    r.loss = formulas::relu(over);  // NaN stays NaN, as torch's clamp_min
     g = over > T(0) ? T(1) : T(0);
   }
   g *= scale;

@@ -6,7 +6,6 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -14,6 +13,7 @@
 #include "cpu/gradient_allocator.h"
 #include "engines/row_engines.h"
 #include "ops/arguments.h"
+#include "ops/row_losses.h"
 
 namespace fusedloss {
 namespace ops {
@@ -75,29 +75,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_on_device(const Tensor& input
   o.input2 = input2.to(p.dtype).expand(shape).reshape({rows, D}).contiguous();
   o.target = target.to(p.dtype).reshape({-1}).expand({rows}).contiguous();
   const auto options = o.input1.options();
-  const auto acc_options = options.dtype(accumulation_dtype(p.dtype));
-  o.row_loss = at::empty({rows}, acc_options);
-  const bool mean = p.reduction == at::Reduction::Mean;
-  const bool fold = folds_mean_into_gradient(p.dtype);
-  if (mean && fold && rows > 0) o.grad_scale = 1.0 / static_cast<double>(rows);
+  o.row_loss = at::empty({rows}, options.dtype(accumulation_dtype(p.dtype)));
+  o.grad_scale = folded_gradient_scale(p.reduction, p.dtype, rows);
   if (compute_grad) {
     o.grad1 = cpu::empty_gradient({rows, D}, options);
     o.grad2 = cpu::empty_gradient({rows, D}, options);
   }
   engine({margin}, o);
-  Tensor loss;
-  if (p.reduction == at::Reduction::None) {
-    loss =
-        o.row_loss.to(p.dtype).view(target.dim() == 0 ? at::IntArrayRef{} : at::IntArrayRef{rows});
-  } else {
-    Tensor total = o.row_loss.sum(at::kDouble);
-    if (mean) total = total.div(static_cast<double>(rows));  // 0 / 0 = NaN when empty, as torch
-    loss = total.to(p.dtype);
-  }
-  const Tensor scale =
-      p.reduction == at::Reduction::None
-          ? at::empty({0}, acc_options)
-          : at::full({}, mean && !fold ? 1.0 / static_cast<double>(rows) : 1.0, acc_options);
+  const Tensor loss =
+      reduce_row_losses(o.row_loss, p.reduction, p.dtype,
+                        target.dim() == 0 ? at::IntArrayRef{} : at::IntArrayRef{rows});
+  const Tensor scale = row_backward_scale(p.reduction, p.dtype, rows, options.device());
   const auto empty = [&] { return at::empty({0}, options); };  // distinct outputs never alias
   return {loss, compute_grad ? o.grad1.view(shape) : empty(),
           compute_grad ? o.grad2.view(shape) : empty(), scale};

@@ -170,3 +170,32 @@ TEST(MulticlassLosses, CosineEmbeddingMatchesLibTorch) {
     expect_close(x2.grad(), x2_ref.grad(), "cosine_embedding_loss grad input2" + on);
   }
 }
+
+TEST(MulticlassLosses, TripletMarginMatchesLibTorch) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(5);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    std::vector<torch::Tensor> ours, reference;
+    for (int i = 0; i < 3; ++i) {
+      ours.push_back(torch::randn({6, 8}, options).requires_grad_());
+      reference.push_back(ours.back().detach().clone().requires_grad_());
+    }
+    const auto options_of = [](double p) {
+      return torch::nn::TripletMarginLossOptions().margin(1.5).p(p).swap(true).reduction(
+          torch::kMean);
+    };
+    for (const double p : {2.0, 1.0, 3.0}) {
+      fusedloss::nn::TripletMarginLoss module(options_of(p));
+      auto loss = module(ours[0], ours[1], ours[2]);
+      auto loss_ref =
+          F::triplet_margin_loss(reference[0], reference[1], reference[2], options_of(p));
+      const std::string on = " p=" + std::to_string(p) + " on " + device.str();
+      expect_close(loss, loss_ref, "triplet_margin_loss" + on);
+      loss.backward();
+      loss_ref.backward();
+      for (int i = 0; i < 3; ++i) {
+        expect_close(ours[i].grad(), reference[i].grad(), "triplet_margin_loss grad" + on);
+      }
+    }
+  }
+}

@@ -100,7 +100,7 @@ def test_every_checked_value_is_deferred(case):
 
 CASES = ["cross_entropy_mean", "cross_entropy_weighted_smoothed", "cross_entropy_none",
          "cross_entropy_bf16", "mse_mean", "bce_mean", "bce_with_logits_half", "hinge_sum",
-         "multi_margin", "nll_mean", "nll_none_bf16", "cosine_embedding"]
+         "multi_margin", "nll_mean", "nll_none_bf16", "cosine_embedding", "triplet_margin_swap"]
 
 
 def loss_cases():
@@ -126,6 +126,7 @@ def loss_cases():
         "nll_mean": (lambda v: FL.nll_loss(v, t, weight=w), x),
         "nll_none_bf16": (lambda v: FL.nll_loss(v, t, reduction="none").sum(), x.bfloat16()),
         "cosine_embedding": (lambda v: FL.cosine_embedding_loss(v, y, (t > 500).float() * 2 - 1), x),
+        "triplet_margin_swap": (lambda v: FL.triplet_margin_loss(v, y, p, swap=True), x),
     }
 
 

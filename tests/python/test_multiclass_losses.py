@@ -677,6 +677,9 @@ def test_cosine_embedding_gradcheck_module_and_errors():
         FL.cosine_embedding_loss(x1, x2, y[:3])
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(FL.cosine_embedding_loss(x1, x2, y), x1, create_graph=True)
+    nan = x1.detach().clone()
+    nan[1, 0] = float("nan")  # a NaN cosine past the margin stays NaN, as torch's clamp_min
+    assert torch.isnan(FL.cosine_embedding_loss(nan, x2, y, reduction="none")[1])
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
