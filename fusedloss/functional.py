@@ -12,12 +12,13 @@ from torch.nn import _reduction as _Reduction
 
 __all__ = [
     "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "gaussian_nll_loss",
-    "kl_div",
+    "kl_div", "jensen_shannon_divergence",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "soft_margin_loss", "hinge_embedding_loss", "hinge_loss", "margin_ranking_loss",
     "multilabel_soft_margin_loss", "cosine_embedding_loss", "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
+    "multilabel_margin_loss",
     "linear_cross_entropy",
 ]
 
@@ -255,6 +256,44 @@ def cosine_embedding_loss(
     torch.nn.functional.cosine_embedding_loss. One pass per row pair writes both gradients."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.cosine_embedding_loss(input1, input2, target, margin, reduction)
+
+
+def multilabel_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Per row, sum of max(0, 1 - input[y] + input[i]) over its labels y (target's entries before
+    the first -1) and non-labels i, over C; see torch.nn.functional.multilabel_margin_loss. One
+    fused pass writes the loss and the gradient; nothing of the size of the input is saved but
+    the gradient."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return torch.ops.fusedloss.multilabel_margin_loss(input, target, reduction)
+
+
+def jensen_shannon_divergence(
+    input: Tensor,
+    target: Tensor,
+    labels: Optional[Tensor] = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    """Distillation loss between the student's logits `input` and the teacher's logits `target`
+    (same shape, classes last), over softmax(logits / temperature):
+
+    beta = 0: forward KL(teacher || student); beta = 1: reverse KL(student || teacher); otherwise
+    the generalized Jensen-Shannon divergence beta KL(P || M) + (1 - beta) KL(Q || M),
+    M = beta P + (1 - beta) Q. Rows whose `labels` entry is ignore_index count 0; 'mean' averages
+    over the other rows, 'sum' adds them, 'none' returns one value per row. Only the student
+    takes a gradient (the teacher must not require one). Multiply by temperature**2 for the
+    usual distillation scaling. One fused pass per row; nothing N x C is kept but the gradient."""
+    return torch.ops.fusedloss.jensen_shannon_divergence(input, target, labels, float(beta),
+                                                         float(temperature), ignore_index,
+                                                         reduction)
 
 
 def triplet_margin_loss(

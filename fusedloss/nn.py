@@ -13,13 +13,13 @@ from . import functional as F
 
 __all__ = [
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "PoissonNLLLoss", "GaussianNLLLoss",
-    "KLDivLoss", "BCELoss",
+    "KLDivLoss", "JSDLoss", "BCELoss",
     "BCEWithLogitsLoss",
     "SigmoidFocalLoss", "SoftMarginLoss", "HingeEmbeddingLoss", "HingeLoss", "MarginRankingLoss",
     "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss", "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
-    "CrossEntropyLoss", "NLLLoss", "NLLLoss2d", "MultiMarginLoss", "LinearCrossEntropyLoss",
-    "replace_losses",
+    "CrossEntropyLoss", "NLLLoss", "NLLLoss2d", "MultiMarginLoss", "MultiLabelMarginLoss",
+    "LinearCrossEntropyLoss", "replace_losses",
 ]
 
 
@@ -82,6 +82,24 @@ class CosineEmbeddingLoss(torch.nn.CosineEmbeddingLoss):
     def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
         return F.cosine_embedding_loss(input1, input2, target, margin=self.margin,
                                        reduction=self.reduction)
+
+
+class JSDLoss(_Loss):
+    """Distillation loss: fusedloss.functional.jensen_shannon_divergence as a module (torch has
+    none). forward(student_logits, teacher_logits, labels=None)."""
+
+    def __init__(self, beta: float = 0.5, temperature: float = 1.0, ignore_index: int = -100,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.beta = beta
+        self.temperature = temperature
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        return F.jensen_shannon_divergence(input, target, labels, beta=self.beta,
+                                           temperature=self.temperature,
+                                           ignore_index=self.ignore_index,
+                                           reduction=self.reduction)
 
 
 class TripletMarginLoss(torch.nn.TripletMarginLoss):
@@ -195,6 +213,11 @@ class MultiMarginLoss(torch.nn.MultiMarginLoss):
                                    weight=self.weight, reduction=self.reduction)
 
 
+class MultiLabelMarginLoss(torch.nn.MultiLabelMarginLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.multilabel_margin_loss(input, target, reduction=self.reduction)
+
+
 _TorchLinearCrossEntropyLoss = getattr(torch.nn, "LinearCrossEntropyLoss", None)
 
 
@@ -270,6 +293,7 @@ DROP_INS = {
     torch.nn.NLLLoss: NLLLoss,
     torch.nn.NLLLoss2d: NLLLoss2d,
     torch.nn.MultiMarginLoss: MultiMarginLoss,
+    torch.nn.MultiLabelMarginLoss: MultiLabelMarginLoss,
 }
 if _TorchLinearCrossEntropyLoss is not None:  # torch >= 2.13
     DROP_INS[_TorchLinearCrossEntropyLoss] = LinearCrossEntropyLoss

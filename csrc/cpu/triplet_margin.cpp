@@ -7,6 +7,7 @@
 
 #include "cpu/element_convert.h"
 #include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES
+#include "cpu/vector_math.h"       // SIMD (libmvec) declarations of exp/log/pow
 #include "engines/row_engines.h"
 #include "kernels/triplet_margin.h"
 

@@ -20,6 +20,7 @@ enum class BadValueKind : int32_t {
   Probability,       // RuntimeError: binary_cross_entropy input not in [0, 1]
   HingeLabel,        // ValueError: hinge_loss target not -1 or 1
   NegativeVariance,  // ValueError: gaussian_nll_loss var < 0
+  MultilabelClassIndex,  // RuntimeError: multilabel_margin_loss target not in [0, C) nor -1
 };
 
 // Plain data, the same layout on the host and the device. `op` is the address of the op's name,

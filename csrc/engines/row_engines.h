@@ -124,7 +124,39 @@ struct TripletMarginOperands {
   at::Tensor grad_anchor, grad_positive, grad_negative;  // (R, D) or undefined
 };
 
+// multilabel_margin_loss over R rows of C scores (kernels/multilabel_margin.h): each row's labels
+// are its target's entries before the first -1; the loss sums the hinge of every (label,
+// non-label) pair, over C. The engine writes each row's loss and, when asked, its gradient once.
+// A label outside [0, C) (or an entry below -1) makes its row NaN; CUDA records the first for a
+// deferred error (the CPU op layer has raised already).
+struct MultilabelMarginOperands {
+  at::Tensor input;         // (R, C) contiguous
+  at::Tensor target;        // (R, C) int64 contiguous
+  at::Tensor label_counts;  // CUDA: (R, C) int32 scratch, how often each class is a label
+  double grad_scale = 1;    // folded into the gradient (1/R for a folded 'mean')
+  at::Tensor row_loss;      // (R) accumulation dtype
+  at::Tensor grad_input;    // (R, C) or undefined
+};
+
+// jensen_shannon_divergence over R rows of C student and teacher logits (kernels/jensen_shannon.h):
+// per row both log-softmaxes, the divergence and, when asked, the student's gradient, written
+// once. Rows whose label is ignore_index count 0 (gradient 0).
+struct JsdSpec {
+  double beta = 0.5, temperature = 1;
+  int64_t ignore_index = -100;
+};
+
+struct JsdOperands {
+  at::Tensor student, teacher;  // (R, C) contiguous, one dtype
+  at::Tensor labels;            // (R) int64, or undefined (no row ignored)
+  double grad_scale = 1;        // folded into the gradient (1/R for a folded 'mean')
+  at::Tensor row_loss;          // (R) accumulation dtype
+  at::Tensor grad_input;        // (R, C) or undefined
+};
+
 namespace cpu {
+void jensen_shannon_kernel(const JsdSpec& spec, const JsdOperands& operands);
+void multilabel_margin_kernel(const MultilabelMarginOperands& operands);
 void triplet_margin_kernel(const TripletMarginSpec& spec, const TripletMarginOperands& operands);
 void cosine_embedding_kernel(const CosineEmbeddingSpec& spec,
                              const CosineEmbeddingOperands& operands);
@@ -134,6 +166,8 @@ void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperan
 void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
 }  // namespace cpu
 namespace cuda {
+void jensen_shannon_kernel(const JsdSpec& spec, const JsdOperands& operands);
+void multilabel_margin_kernel(const MultilabelMarginOperands& operands);
 void triplet_margin_kernel(const TripletMarginSpec& spec, const TripletMarginOperands& operands);
 void cosine_embedding_kernel(const CosineEmbeddingSpec& spec,
                              const CosineEmbeddingOperands& operands);

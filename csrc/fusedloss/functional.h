@@ -166,6 +166,41 @@ inline at::Tensor cosine_embedding_loss(const at::Tensor& input1, const at::Tens
                      detail::reduction_name(options.reduction()));
 }
 
+// Knowledge distillation (LibTorch has no such loss): student logits `input`, teacher logits
+// `target`. beta = 0: forward KL(teacher || student); 1: reverse KL; otherwise the generalized
+// Jensen-Shannon divergence. Rows whose label is ignore_index count 0; 'mean' is over the others.
+struct JensenShannonDivergenceOptions {
+  TORCH_ARG(double, beta) = 0.5;
+  TORCH_ARG(double, temperature) = 1.0;  // both softmaxes of logits / temperature
+  TORCH_ARG(int64_t, ignore_index) = -100;
+  TORCH_ARG(detail::Reduction, reduction) = torch::kMean;
+};
+using JensenShannonDivergenceFuncOptions = JensenShannonDivergenceOptions;
+
+inline at::Tensor jensen_shannon_divergence(
+    const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& labels = std::nullopt,
+    const JensenShannonDivergenceFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&,
+                            const std::optional<at::Tensor>&, double, double, int64_t,
+                            c10::string_view)>("fusedloss::jensen_shannon_divergence");
+  return handle.call(input, target, labels, options.beta(), options.temperature(),
+                     options.ignore_index(), detail::reduction_name(options.reduction()));
+}
+
+using MultilabelMarginLossFuncOptions = torch::nn::MultiLabelMarginLossOptions;
+
+// Per row, the hinge max(0, 1 - x[y] + x[i]) of every label y (the target's entries before its
+// first -1) against every non-label i, over C; input (N, C) or (C), target int64 of its shape.
+inline at::Tensor multilabel_margin_loss(const at::Tensor& input, const at::Tensor& target,
+                                         const MultilabelMarginLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view)>(
+          "fusedloss::multilabel_margin_loss");
+  return handle.call(input, target, detail::reduction_name(options.reduction()));
+}
+
 using TripletMarginLossFuncOptions = torch::nn::TripletMarginLossOptions;
 
 // max(0, margin + ||a - p + eps||_p - ||a - n + eps||_p) over the last dimension (with swap, the

@@ -59,6 +59,8 @@ FUSEDLOSS_POINTWISE_MODULE(MultiLabelSoftMarginLoss, torch::nn::MultiLabelSoftMa
 
 FUSEDLOSS_POINTWISE_MODULE(NLLLoss, torch::nn::NLLLossOptions, nll_loss);
 FUSEDLOSS_POINTWISE_MODULE(MultiMarginLoss, torch::nn::MultiMarginLossOptions, multi_margin_loss);
+FUSEDLOSS_POINTWISE_MODULE(MultiLabelMarginLoss, torch::nn::MultiLabelMarginLossOptions,
+                           multilabel_margin_loss);
 
 #undef FUSEDLOSS_POINTWISE_MODULE
 
@@ -94,6 +96,22 @@ class CosineEmbeddingLossImpl : public torch::nn::Cloneable<CosineEmbeddingLossI
   torch::nn::CosineEmbeddingLossOptions options;
 };
 TORCH_MODULE(CosineEmbeddingLoss);
+
+// Knowledge distillation (torch has no such module): forward(student_logits, teacher_logits,
+// labels = nullopt).
+class JSDLossImpl : public torch::nn::Cloneable<JSDLossImpl> {
+ public:
+  explicit JSDLossImpl(functional::JensenShannonDivergenceOptions options = {})
+      : options(std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override { stream << "fusedloss::nn::JSDLoss()"; }
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& target,
+                     const std::optional<at::Tensor>& labels = std::nullopt) {
+    return functional::jensen_shannon_divergence(input, target, labels, options);
+  }
+  functional::JensenShannonDivergenceOptions options;
+};
+TORCH_MODULE(JSDLoss);
 
 // torch::nn::TripletMarginLoss: forward(anchor, positive, negative).
 class TripletMarginLossImpl : public torch::nn::Cloneable<TripletMarginLossImpl> {

@@ -27,7 +27,8 @@ std::atomic<bool> synchronous{[] {
 
 constexpr const char* kOpNames[] = {
     "cross_entropy",     "cross_entropy_with_z_loss", "nll_loss",   "linear_cross_entropy",
-    "multi_margin_loss", "binary_cross_entropy",      "hinge_loss", "gaussian_nll_loss"};
+    "multi_margin_loss", "binary_cross_entropy",      "hinge_loss", "gaussian_nll_loss",
+    "multilabel_margin_loss"};
 
 double as_double(int64_t bits) {
   double d;
@@ -76,6 +77,11 @@ void raise_bad_value(const BadValueRecord& r) {
       TORCH_CHECK(false, "fusedloss.", op, ": target ", r.value,
                   " is out of range: expected a class in [0, ", r.limit, "); found at position ",
                   r.position);
+    case BadValueKind::MultilabelClassIndex:
+      TORCH_CHECK(false, "fusedloss.", op, ": target ", r.value,
+                  " is out of range: expected a class in [0, ", r.limit,
+                  ") or -1 (the end of a row's labels); found at position ", r.position,
+                  " of the flattened target");
     case BadValueKind::Probability:
       TORCH_CHECK(false, "fusedloss.", op, ": all elements of input should be between 0 and 1; ",
                   r.count, " of ", r.limit, " are not (or are NaN), the first at position ",

@@ -199,3 +199,45 @@ TEST(MulticlassLosses, TripletMarginMatchesLibTorch) {
     }
   }
 }
+
+TEST(MulticlassLosses, MultilabelMarginMatchesLibTorch) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(6);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    auto x = torch::randn({4, 5}, options).requires_grad_();
+    auto x_ref = x.detach().clone().requires_grad_();
+    const auto target = torch::tensor({{0, 4, -1, 2, 2}, {1, 1, 3, -1, 0}, {-1, 0, 0, 0, 0},
+                                       {4, 3, 2, 1, 0}},
+                                      options.dtype(torch::kLong));
+    fusedloss::nn::MultiLabelMarginLoss module(
+        torch::nn::MultiLabelMarginLossOptions().reduction(torch::kMean));
+    auto loss = module(x, target);
+    auto loss_ref = F::multilabel_margin_loss(x_ref, target);
+    const std::string on = " on " + device.str();
+    expect_close(loss, loss_ref, "multilabel_margin_loss" + on);
+    loss.backward();
+    loss_ref.backward();
+    expect_close(x.grad(), x_ref.grad(), "multilabel_margin_loss grad" + on);
+  }
+}
+
+TEST(MulticlassLosses, JensenShannonForwardKLIsLibTorchKLDiv) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(7);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    auto student = torch::randn({6, 11}, options).requires_grad_();
+    auto student_ref = student.detach().clone().requires_grad_();
+    const auto teacher = torch::randn({6, 11}, options);
+    fusedloss::nn::JSDLoss module(
+        fusedloss::functional::JensenShannonDivergenceOptions().beta(0.0).temperature(2.0));
+    auto loss = module(student, teacher);
+    auto loss_ref = F::kl_div(torch::log_softmax(student_ref / 2.0, -1),
+                              torch::log_softmax(teacher / 2.0, -1),
+                              F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+    const std::string on = " on " + device.str();
+    expect_close(loss, loss_ref, "jensen_shannon_divergence beta=0" + on);
+    loss.backward();
+    loss_ref.backward();
+    expect_close(student.grad(), student_ref.grad(), "jensen_shannon_divergence grad" + on);
+  }
+}

@@ -22,6 +22,7 @@ FRONT_ENDS = {
     "smooth_l1_loss": ("SmoothL1Loss", "SmoothL1Loss", torch.nn.SmoothL1Loss),
     "poisson_nll_loss": ("PoissonNLLLoss", "PoissonNLLLoss", torch.nn.PoissonNLLLoss),
     "kl_div": ("KLDivLoss", "KLDivLoss", torch.nn.KLDivLoss),
+    "jensen_shannon_divergence": ("JSDLoss", "JSDLoss", None),
     "gaussian_nll_loss": ("GaussianNLLLoss", "GaussianNLLLoss", torch.nn.GaussianNLLLoss),
     "margin_ranking_loss": ("MarginRankingLoss", "MarginRankingLoss", torch.nn.MarginRankingLoss),
     "cosine_embedding_loss": ("CosineEmbeddingLoss", "CosineEmbeddingLoss",
@@ -40,6 +41,8 @@ FRONT_ENDS = {
     "cross_entropy": ("CrossEntropyLoss", "CrossEntropyLoss", torch.nn.CrossEntropyLoss),
     "nll_loss": ("NLLLoss", "NLLLoss", torch.nn.NLLLoss),
     "multi_margin_loss": ("MultiMarginLoss", "MultiMarginLoss", torch.nn.MultiMarginLoss),
+    "multilabel_margin_loss": ("MultiLabelMarginLoss", "MultiLabelMarginLoss",
+                               torch.nn.MultiLabelMarginLoss),
     # torch's LinearCrossEntropyLoss exists from torch 2.13 (None before: nothing to swap).
     "linear_cross_entropy": ("LinearCrossEntropyLoss", "LinearCrossEntropyLoss",
                              getattr(torch.nn, "LinearCrossEntropyLoss", None)),
@@ -61,7 +64,8 @@ OWN_TEST_MODULE = {
     "linear_cross_entropy": "test_linear_cross_entropy.py (its call takes a weight matrix)",
 }
 TEST_MODULES = ["test_regression_losses", "test_binary_losses", "test_multiclass_losses",
-                "test_embedding_losses", "test_bad_input_and_edges"]
+                "test_embedding_losses", "test_multilabel_margin", "test_distillation",
+                "test_bad_input_and_edges"]
 # torch.nn losses with no fusedloss drop-in, with the reason.
 NOT_SWAPPED = {"CTCLoss": "CTC is its own issue; not fused yet"}
 

@@ -100,7 +100,8 @@ def test_every_checked_value_is_deferred(case):
 
 CASES = ["cross_entropy_mean", "cross_entropy_weighted_smoothed", "cross_entropy_none",
          "cross_entropy_bf16", "mse_mean", "bce_mean", "bce_with_logits_half", "hinge_sum",
-         "multi_margin", "nll_mean", "nll_none_bf16", "cosine_embedding", "triplet_margin_swap"]
+         "multi_margin", "nll_mean", "nll_none_bf16", "cosine_embedding", "triplet_margin_swap",
+         "multilabel_margin", "jsd_ignored_rows"]
 
 
 def loss_cases():
@@ -127,6 +128,9 @@ def loss_cases():
         "nll_none_bf16": (lambda v: FL.nll_loss(v, t, reduction="none").sum(), x.bfloat16()),
         "cosine_embedding": (lambda v: FL.cosine_embedding_loss(v, y, (t > 500).float() * 2 - 1), x),
         "triplet_margin_swap": (lambda v: FL.triplet_margin_loss(v, y, p, swap=True), x),
+        "jsd_ignored_rows": (lambda v: FL.jensen_shannon_divergence(v, y, t, beta=0.3, temperature=2.0), x),
+        "multilabel_margin": (lambda v: FL.multilabel_margin_loss(
+            v[:, :100], torch.where(t[:, None] >= 0, t[:, None] % 100, -1).expand(64, 100).contiguous()), x),
     }
 
 
