@@ -89,6 +89,14 @@ def triplet_inputs(n, device):
     return x, positive, {"negative": negative}
 
 
+def multilabel_inputs(n, device):
+    """Rows of 16 scores, each with three labels then -1 (multilabel_margin_loss)."""
+    x, _, _ = logit_inputs(n, device)
+    target = torch.argsort(torch.rand_like(x), 1)
+    target[:, 3] = -1
+    return x, target, {}
+
+
 def sign_inputs(n, device):
     x, t, _ = logit_inputs(n, device)
     return x, t * 2 - 1, {}
@@ -117,6 +125,8 @@ LOSSES = {
     "gaussian_nll_loss": (FL.gaussian_nll_loss, F.gaussian_nll_loss, gaussian_inputs),
     "cosine_embedding_loss": (FL.cosine_embedding_loss, F.cosine_embedding_loss, cosine_inputs),
     "triplet_margin_loss": (FL.triplet_margin_loss, F.triplet_margin_loss, triplet_inputs),
+    "multilabel_margin_loss": (FL.multilabel_margin_loss, F.multilabel_margin_loss,
+                               multilabel_inputs),
 }
 # read input (4) + target (4), write gradient (4); margin ranking's labels and an input-shaped
 # var would add 4 more (not counted: the GB/s of those rows are a lower bound)
