@@ -524,8 +524,11 @@ def linear_cross_entropy(
 ) -> Tensor:
     """cross_entropy(input @ linear_weight.T + bias, target) without materializing the logits.
 
-    input (N, H) or (B, T, H); linear_weight (V, H); target (N) or (B, T) class indices; bias
-    (also linear_bias=, torch's name) (V). Accepts torch.nn.functional.linear_cross_entropy's call
+    input (N, H) or (B, T, H); linear_weight (V, H), or (V, d1..dK, H) for K more class-like
+    dimensions (torch's out_features); target class indices (N) or (B, T) (then (N, d1..dK)), or
+    class probabilities of the logits' shape (N, V) (then (N, V, d1..dK)); bias (also
+    linear_bias=, torch's name) (V) or (V, d1..dK). A probability target that requires grad
+    takes the unfused path (logits materialized, as torch's reference path). Accepts torch.nn.functional.linear_cross_entropy's call
     (linear_bias=, weight= as class weights, ignore_index=None meaning -100, options= whose
     batch_chunk_size is used as chunk_size) and the positional (input, weight, target, bias) one:
     a 2-D `weight` with no linear_weight is the linear weight. Rows are processed chunk_size at a

@@ -2,6 +2,7 @@
 forward calls the fused operator. `torch.nn.MSELoss(...)` -> `fusedloss.nn.MSELoss(...)` is the
 whole change, and isinstance checks against the torch class still hold."""
 
+import math
 import warnings
 from typing import Optional
 
@@ -238,23 +239,21 @@ class LinearCrossEntropyLoss(_TorchLinearCrossEntropyLoss or _Loss):
                  ignore_index: Optional[int] = None, label_smoothing: float = 0.0, options=None,
                  z_loss: float = 0.0, softcap: Optional[float] = None,
                  chunk_size: Optional[int] = None) -> None:
-        if tuple(out_features) != ():
-            raise NotImplementedError("fusedloss.nn.LinearCrossEntropyLoss: only out_features=() "
-                                      "(one class dimension) is supported")
         if _TorchLinearCrossEntropyLoss is not None:
-            super().__init__(in_features, num_classes, bias=bias, device=device, dtype=dtype,
+            super().__init__(in_features, num_classes, out_features=tuple(out_features), bias=bias,
+                             device=device, dtype=dtype,
                              reduction=reduction, weight=weight, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, options=options)
         else:
             super().__init__(reduction=reduction)
             self.register_buffer("weight", weight)
             self.num_classes = num_classes
-            self.out_features = ()
+            self.out_features = tuple(out_features)
             self.ignore_index = ignore_index
             self.label_smoothing = label_smoothing
             self.options = options
-            self.linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device,
-                                          dtype=dtype)
+            self.linear = torch.nn.Linear(in_features, math.prod(out_features, start=num_classes),
+                                          bias=bias, device=device, dtype=dtype)
         self.z_loss = z_loss
         self.softcap = softcap
         self.chunk_size = chunk_size
@@ -264,8 +263,17 @@ class LinearCrossEntropyLoss(_TorchLinearCrossEntropyLoss or _Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         ignore = self.ignore_index  # a local, so TorchScript refines the Optional
         ignore_index = -100 if ignore is None else ignore
+        # torch keeps the (C, d1..dK, H) weight of out_features as a (C d1..dK, H) Linear.
+        weight_shape = [self.num_classes]
+        for size in self.out_features:
+            weight_shape.append(size)
+        bias = self.linear.bias
+        if bias is not None:
+            bias = bias.reshape(weight_shape)
+        weight_shape.append(self.linear.in_features)
         return torch.ops.fusedloss.linear_cross_entropy(
-            input, self.linear.weight, target, self.linear.bias, self.weight, ignore_index,
+            input, self.linear.weight.reshape(weight_shape), target, bias, self.weight,
+            ignore_index,
             self.reduction, self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
             chunk_size=self.chunk_size,
         )
@@ -305,15 +313,12 @@ def replace_losses(module: torch.nn.Module) -> torch.nn.Module:
 
     Each fusedloss module subclasses the torch one and keeps its state, so the switch only
     changes the class: arguments, buffers (weight, pos_weight), hooks and state_dict keys stay.
-    Subclasses of the torch losses are left alone: their forward may do something else. So is a
-    torch.nn.LinearCrossEntropyLoss with out_features (several class dimensions, which the fused
-    op does not take); its `options` (torch's chunking) do not carry over: the fused op picks
-    its own chunks.
+    Subclasses of the torch losses are left alone: their forward may do something else. A
+    torch.nn.LinearCrossEntropyLoss's `options` (torch's chunking) do not carry over: the fused
+    op picks its own chunks.
     """
     for submodule in module.modules():
         replacement = DROP_INS.get(type(submodule))
-        if replacement is LinearCrossEntropyLoss and tuple(getattr(submodule, "out_features", ())):
-            continue
         if replacement is not None:
             submodule.__class__ = replacement
     return module

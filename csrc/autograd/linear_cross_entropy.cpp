@@ -5,6 +5,8 @@
 
 #include "ops/linear_cross_entropy.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/matmul.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -91,12 +93,47 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
   }
 };
 
+// A probability target that takes a gradient: the logits are materialized (torch's reference path
+// does the same) and fusedloss's cross_entropy gives both gradients. Leading dimensions become one
+// batch dimension, classes second, as cross_entropy reads them.
+Tensor with_target_gradient(const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+                            const OptionalTensor& linear_bias, const OptionalTensor& weight,
+                            int64_t ignore_index, c10::string_view reduction,
+                            double label_smoothing, double z_loss,
+                            std::optional<double> softcap) {
+  const int64_t hidden = input.size(-1), vocab = linear_weight.size(0);
+  const auto out_features = linear_weight.sizes().slice(1, linear_weight.dim() - 2);
+  std::vector<int64_t> logits_shape{-1, vocab};
+  logits_shape.insert(logits_shape.end(), out_features.begin(), out_features.end());
+  Tensor logits = at::matmul(input.reshape({-1, hidden}), linear_weight.reshape({-1, hidden}).t());
+  if (linear_bias.has_value()) logits = logits.add(linear_bias->reshape({-1}));
+  static const auto cross_entropy =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fusedloss::cross_entropy", "")
+          .typed<Tensor(const Tensor&, const Tensor&, const OptionalTensor&, int64_t,
+                        c10::string_view, double, double, std::optional<double>, bool)>();
+  const Tensor loss = cross_entropy.call(logits.view(logits_shape), target.reshape(logits_shape),
+                                         weight, ignore_index, reduction, label_smoothing, z_loss,
+                                         softcap, /*check_target=*/false);
+  if (reduction != "none") return loss;
+  const auto leading = input.sizes().slice(0, input.dim() - 1);
+  std::vector<int64_t> loss_shape(leading.begin(), leading.end());
+  loss_shape.insert(loss_shape.end(), out_features.begin(), out_features.end());
+  return loss.view(loss_shape);
+}
+
 Tensor with_gradients(const Tensor& input, const Tensor& linear_weight, const Tensor& target,
                       const OptionalTensor& linear_bias, const OptionalTensor& weight,
                       int64_t ignore_index, c10::string_view reduction, double label_smoothing,
                       double z_loss, std::optional<double> softcap,
                       std::optional<int64_t> chunk_size, bool check_target) {
   refuse_weight_gradient("linear_cross_entropy", "weight", weight);  // the class weights
+  if (at::GradMode::is_enabled() && target.requires_grad()) {
+    TORCH_CHECK(ops::check_linear_cross_entropy(input, linear_weight, target, linear_bias, weight),
+                "fusedloss.linear_cross_entropy: only probability targets take a gradient");
+    return with_target_gradient(input, linear_weight, target, linear_bias, weight, ignore_index,
+                                reduction, label_smoothing, z_loss, softcap);
+  }
   const bool bias_grad = linear_bias.has_value() && linear_bias->requires_grad();
   if (!at::GradMode::is_enabled() ||
       !(input.requires_grad() || linear_weight.requires_grad() || bias_grad)) {

@@ -373,7 +373,8 @@ struct LinearCrossEntropyFuncOptions {
 };
 
 // cross_entropy(input @ linear_weight.T + bias, target) without materializing the logits: input
-// (N, H) or (B, T, H), linear_weight (V, H), target (N) or (B, T).
+// (N, H) or (B, T, H), linear_weight (V, H) (or (V, d1..dK, H), torch's out_features), target
+// class indices (N) or (B, T) (then (N, d1..dK)) or probabilities of the logits' shape.
 inline at::Tensor linear_cross_entropy(const at::Tensor& input, const at::Tensor& linear_weight,
                                        const at::Tensor& target,
                                        const LinearCrossEntropyFuncOptions& options = {}) {

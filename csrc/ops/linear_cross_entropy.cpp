@@ -14,6 +14,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
@@ -30,50 +31,105 @@ namespace {
 
 constexpr c10::string_view kOp = "linear_cross_entropy";
 
-// Checks shapes, dtypes and devices; returns (rows N, hidden H, vocabulary V).
-std::tuple<c10::SymInt, c10::SymInt, c10::SymInt> check_problem(const Tensor& input,
-                                                                const Tensor& linear_weight,
-                                                                const Tensor& target,
-                                                                const OptionalTensor& linear_bias,
-                                                                const OptionalTensor& weight) {
+// What check_problem finds: torch's layout of linear_weight (V, d1..dK, H) and the target's kind.
+struct LinearProblem {
+  c10::SymDimVector out_features;  // d1..dK (empty: one class dimension)
+  bool probability_targets = false;
+  c10::SymDimVector loss_shape;  // per row: the input's leading dimensions, then d1..dK
+};
+
+// Checks shapes, dtypes and devices (torch's rules: logits (*leading, V, d1..dK); class-index
+// targets (*leading, d1..dK), probability targets of the logits' shape).
+LinearProblem check_problem(const Tensor& input, const Tensor& linear_weight, const Tensor& target,
+                            const OptionalTensor& linear_bias, const OptionalTensor& weight) {
   TORCH_CHECK(input.dim() >= 1, "fusedloss.", kOp,
               ": input must be (N, H) or (B, T, H) (any leading dimensions), got a 0-d tensor");
-  TORCH_CHECK(linear_weight.dim() == 2, "fusedloss.", kOp,
-              ": linear_weight must be (V, H), got shape ", linear_weight.sym_sizes());
+  TORCH_CHECK(linear_weight.dim() >= 2, "fusedloss.", kOp,
+              ": linear_weight must be (V, H), or (V, d1, ..., dK, H) for K more class-like "
+              "dimensions, got shape ",
+              linear_weight.sym_sizes());
   const c10::SymInt& hidden = input.sym_size(-1);
   const c10::SymInt& vocab = linear_weight.sym_size(0);
-  TORCH_CHECK(linear_weight.sym_size(1) == hidden, "fusedloss.", kOp, ": linear_weight of shape ",
+  LinearProblem p;
+  const auto out_features = linear_weight.sym_sizes().slice(1, linear_weight.dim() - 2);
+  p.out_features.assign(out_features.begin(), out_features.end());
+  TORCH_CHECK(linear_weight.sym_size(-1) == hidden, "fusedloss.", kOp, ": linear_weight of shape ",
               linear_weight.sym_sizes(), " does not fit input of shape ", input.sym_sizes(),
-              " (expected (V, ", hidden, "))");
+              " (its last dimension must be H = ", hidden, ")");
+  TORCH_CHECK(out_features.empty() || input.dim() >= 2, "fusedloss.", kOp,
+              ": K-dimensional loss defined by linear_weight shape ", linear_weight.sym_sizes(),
+              " requires batched input, (N, ", hidden, "), got unbatched input with shape ",
+              input.sym_sizes());
   TORCH_CHECK_NOT_IMPLEMENTED(is_supported_dtype(input.scalar_type()), "fusedloss.", kOp,
                               ": input must be float32, float64, float16 or bfloat16, got ",
                               input.scalar_type());
   TORCH_CHECK(linear_weight.scalar_type() == input.scalar_type(), "fusedloss.", kOp,
               ": linear_weight must have the input's dtype (", input.scalar_type(), "), got ",
               linear_weight.scalar_type());
-  TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kByte, "fusedloss.",
-              kOp, ": target must hold int64 (or uint8) class indices, got ", target.scalar_type());
   const auto leading = input.sym_sizes().slice(0, input.dim() - 1);
-  TORCH_CHECK(target.sym_sizes() == leading, "fusedloss.", kOp, ": target of shape ",
-              target.sym_sizes(), " does not match input of shape ", input.sym_sizes(),
-              "; expected target shape ", leading);
+  c10::SymDimVector index_shape(leading.begin(), leading.end());
+  index_shape.append(p.out_features.begin(), p.out_features.end());
+  c10::SymDimVector logits_shape(leading.begin(), leading.end());
+  logits_shape.push_back(vocab);
+  logits_shape.append(p.out_features.begin(), p.out_features.end());
+  p.probability_targets = target.sym_sizes() == c10::SymIntArrayRef(logits_shape);
+  p.loss_shape = index_shape;
+  if (p.probability_targets) {
+    TORCH_CHECK(at::isFloatingType(target.scalar_type()), "fusedloss.", kOp,
+                ": a target of the logits' shape ", target.sym_sizes(),
+                " holds class probabilities and must be floating point, got ",
+                target.scalar_type());
+  } else {
+    TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kByte,
+                "fusedloss.", kOp, ": target must hold int64 (or uint8) class indices, got ",
+                target.scalar_type());
+    TORCH_CHECK(target.sym_sizes() == c10::SymIntArrayRef(index_shape), "fusedloss.", kOp,
+                ": target of shape ", target.sym_sizes(), " does not match input of shape ",
+                input.sym_sizes(), " and linear_weight of shape ", linear_weight.sym_sizes(),
+                "; expected class indices of shape ", c10::SymIntArrayRef(index_shape),
+                " or probabilities of shape ", c10::SymIntArrayRef(logits_shape));
+  }
   for (const auto& [name, tensor] :
        {std::pair{"target", &target}, {"linear_weight", &linear_weight}}) {
     TORCH_CHECK(tensor->device() == input.device(), "fusedloss.", kOp, ": ", name,
                 " must be on the device of input (", input.device(), "), got ", tensor->device());
   }
+  c10::SymDimVector bias_shape{vocab};
+  bias_shape.append(p.out_features.begin(), p.out_features.end());
   for (const auto& [name, tensor] : {std::pair{"linear_bias", &linear_bias}, {"weight", &weight}}) {
     if (!tensor->has_value()) continue;
     const Tensor& t = **tensor;
-    TORCH_CHECK(t.dim() == 1 && t.sym_size(0) == vocab, "fusedloss.", kOp, ": ", name,
-                " must be a 1-D tensor with one value per class (", vocab, "), got shape ",
-                t.sym_sizes());
+    const bool is_bias = tensor == &linear_bias;
+    const c10::SymIntArrayRef expected =
+        is_bias ? c10::SymIntArrayRef(bias_shape) : c10::SymIntArrayRef(bias_shape).slice(0, 1);
+    TORCH_CHECK(t.sym_sizes() == expected, "fusedloss.", kOp, ": ", name, " must have shape ",
+                expected, is_bias ? " (the classes, then linear_weight's out_features)"
+                                  : " (one value per class)",
+                ", got shape ", t.sym_sizes());
     TORCH_CHECK(t.scalar_type() == input.scalar_type(), "fusedloss.", kOp, ": ", name,
                 " must have the input's dtype (", input.scalar_type(), "), got ", t.scalar_type());
     TORCH_CHECK(t.device() == input.device(), "fusedloss.", kOp, ": ", name,
                 " must be on the device of input (", input.device(), "), got ", t.device());
   }
-  return {target.sym_numel(), hidden, vocab};
+  return p;
+}
+
+// linear_weight (V, d1..dK, H) as (D V, H) with row d V + v, so that a row of input gives D rows
+// of V logits, each contiguous (a copy when K > 0); a bias likewise as (D V).
+Tensor classes_last(const Tensor& t, int64_t out_dims, at::IntArrayRef trailing) {
+  if (out_dims == 0) return t;
+  std::vector<int64_t> shape{-1};
+  shape.insert(shape.end(), trailing.begin(), trailing.end());
+  return t.movedim(0, out_dims).reshape(shape);
+}
+
+// The inverse of classes_last for a gradient laid out (D V, ...): back to (V, d1..dK, ...).
+Tensor classes_first(const Tensor& t, at::IntArrayRef out_features, int64_t vocab) {
+  if (out_features.empty()) return t;
+  std::vector<int64_t> shape(out_features.begin(), out_features.end());
+  shape.push_back(vocab);
+  for (int64_t i = 1; i < t.dim(); ++i) shape.push_back(t.size(i));
+  return t.view(shape).movedim(static_cast<int64_t>(out_features.size()), 0).contiguous();
 }
 
 using CrossEntropyEngine = void (*)(const CrossEntropySpec&, const CrossEntropyOperands&);
@@ -87,22 +143,38 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
     const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias) {
   const auto reduction = parse_reduction(kOp, reduction_name);
   check_cross_entropy_options(kOp, label_smoothing, z_loss, softcap);
-  check_problem(input, linear_weight, target, linear_bias, weight);
+  const LinearProblem p = check_problem(input, linear_weight, target, linear_bias, weight);
   TORCH_CHECK_VALUE(!chunk_size.has_value() || *chunk_size > 0, "fusedloss.", kOp,
                     ": chunk_size must be positive (or None), got ", chunk_size.value_or(0));
   TORCH_CHECK(!grad_bias || linear_bias.has_value(),
               "fusedloss._linear_cross_entropy: "
               "grad_bias without a bias");
-  const int64_t rows = target.numel(), hidden = input.size(-1), vocab = linear_weight.size(0);
+  const auto out_features = C10_AS_INTARRAYREF_SLOW(p.out_features);
+  const int64_t out_dims = static_cast<int64_t>(out_features.size());
+  const int64_t per_input = c10::multiply_integers(out_features);  // D: loss rows per input row
+  const int64_t hidden = input.size(-1), vocab = linear_weight.size(0);
+  const int64_t input_rows = input.numel() / std::max<int64_t>(hidden, 1);
+  const int64_t rows = input_rows * per_input;
   const auto dtype = input.scalar_type();
   const auto acc_dtype = accumulation_dtype(dtype);
   const auto acc_options = input.options().dtype(acc_dtype);
-  const Tensor x = input.reshape({rows, hidden});
-  const Tensor t = checked_class_targets(kOp, target, vocab, ignore_index, check_target);
-
+  const Tensor x = input.reshape({input_rows, hidden});
+  const Tensor w = classes_last(linear_weight, out_dims, {hidden});  // (D V, H)
+  const OptionalTensor b = linear_bias.has_value()
+                               ? OptionalTensor(classes_last(*linear_bias, out_dims, {}))
+                               : std::nullopt;
+  // Targets as rows: class indices (R), or probabilities (R, V) with the classes last.
+  Tensor t;
   MeanDenominators d;
-  if (reduction == at::Reduction::Mean) {
-    d = class_index_denominators(t, weight, vocab, ignore_index, acc_dtype);
+  if (p.probability_targets) {
+    t = target.movedim(input.dim() - 1, -1).reshape({rows, vocab}).to(dtype).contiguous();
+    const Tensor n = at::full({}, static_cast<double>(rows), acc_options);
+    d = {n, n};  // torch's 'mean' with probabilities: over the rows
+  } else {
+    t = checked_class_targets(kOp, target, vocab, ignore_index, check_target);
+    if (reduction == at::Reduction::Mean) {
+      d = class_index_denominators(t, weight, vocab, ignore_index, acc_dtype);
+    }
   }
   const bool any_grad = grad_input || grad_weight || grad_bias;
   if (row_grad_scale.has_value()) {
@@ -117,6 +189,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   spec.label_smoothing = label_smoothing;
   spec.z_loss = z_loss;
   spec.softcap = softcap.value_or(0);
+  spec.probability_targets = p.probability_targets;
   CrossEntropyOperands shared;  // what every chunk's operands have in common
   if (weight.has_value()) shared.weight = weight->contiguous();
   const bool fold = folds_mean_into_gradient(dtype);
@@ -126,36 +199,43 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
 
   // Gradients of the parameters accumulate over chunks, in float32 for half-precision weights.
   const auto param_acc = at::isReducedFloatingType(dtype) ? acc_options : input.options();
-  Tensor gx = grad_input ? at::empty({rows, hidden}, input.options()) : Tensor();
-  Tensor gw = grad_weight ? at::zeros({vocab, hidden}, param_acc) : Tensor();
-  Tensor gb = grad_bias ? at::zeros({vocab}, param_acc) : Tensor();
+  Tensor gx = grad_input ? at::empty({input_rows, hidden}, input.options()) : Tensor();
+  Tensor gw = grad_weight ? at::zeros({per_input * vocab, hidden}, param_acc) : Tensor();
+  Tensor gb = grad_bias ? at::zeros({per_input * vocab}, param_acc) : Tensor();
 
-  const int64_t chunk = std::min<int64_t>(std::max<int64_t>(rows, 1),
-                                          chunk_size.has_value() ? *chunk_size
-                                                   : default_chunk_rows(rows, vocab, dtype, input.device()));
-  const Tensor weight_t = linear_weight.t();
-  for (int64_t start = 0; start < rows; start += chunk) {
-    const int64_t len = std::min(chunk, rows - start);
+  const int64_t chunk = std::min<int64_t>(
+      std::max<int64_t>(input_rows, 1),
+      chunk_size.has_value()
+          ? *chunk_size
+          : default_chunk_rows(input_rows, per_input * vocab, dtype, input.device()));
+  const Tensor w_t = w.t();
+  for (int64_t start = 0; start < input_rows; start += chunk) {
+    const int64_t len = std::min(chunk, input_rows - start);
     const Tensor xc = x.narrow(0, start, len);
-    Tensor logits =
-        linear_bias.has_value() ? at::addmm(*linear_bias, xc, weight_t) : at::mm(xc, weight_t);
+    Tensor logits = b.has_value() ? at::addmm(*b, xc, w_t) : at::mm(xc, w_t);  // (len, D V)
+    const Tensor logit_rows = logits.view({len * per_input, vocab});
     // Fresh operands per chunk: operands kept across iterations would hold the previous chunk's
     // logits alive while the next chunk's are allocated (two chunks of memory instead of one).
     CrossEntropyOperands o = shared;
-    o.logits = logits;
-    o.target = t.narrow(0, start, len);
-    o.row_loss = row_loss.narrow(0, start, len);
-    if (row_z_loss.defined()) o.row_z_loss = row_z_loss.narrow(0, start, len);
+    o.logits = logit_rows;
+    o.target = t.narrow(0, start * per_input, len * per_input);
+    o.row_loss = row_loss.narrow(0, start * per_input, len * per_input);
+    if (row_z_loss.defined()) {
+      o.row_z_loss = row_z_loss.narrow(0, start * per_input, len * per_input);
+    }
     // The engine overwrites each logit with its gradient once it has read it.
-    o.grad_input = any_grad ? logits : Tensor();
+    o.grad_input = any_grad ? logit_rows : Tensor();
     engine(spec, o);
     if (!any_grad) continue;
     if (row_grad_scale.has_value()) {
-      logits.mul_(row_grad_scale->reshape({rows}).narrow(0, start, len).to(dtype).unsqueeze(1));
+      logit_rows.mul_(row_grad_scale->reshape({rows})
+                          .narrow(0, start * per_input, len * per_input)
+                          .to(dtype)
+                          .unsqueeze(1));
     }
     if (grad_input) {
       Tensor rows_of_gx = gx.narrow(0, start, len);  // contiguous: written in place
-      at::mm_out(rows_of_gx, logits, linear_weight);
+      at::mm_out(rows_of_gx, logits, w);
     }
     if (grad_weight) {
       if (gw.scalar_type() == dtype) {
@@ -167,13 +247,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
     if (grad_bias) gb.add_(logits.sum(0, /*keepdim=*/false, gb.scalar_type()));
   }
 
-  auto [loss, z] = reduce_rows(row_loss, row_z_loss, reduction, d, target.sizes(), dtype);
+  const auto loss_shape = C10_AS_INTARRAYREF_SLOW(p.loss_shape);
+  auto [loss, z] = reduce_rows(row_loss, row_z_loss, reduction, d, loss_shape, dtype);
   const auto empty = [&] { return at::empty({0}, input.options()); };
   return {loss,
           z,
           grad_input ? gx.view(input.sizes()) : empty(),
-          grad_weight ? gw.to(dtype) : empty(),
-          grad_bias ? gb.to(dtype) : empty(),
+          grad_weight ? classes_first(gw.to(dtype), out_features, vocab) : empty(),
+          grad_bias ? classes_first(gb.to(dtype), out_features, vocab) : empty(),
           backward_scale(reduction, fold, d, acc_options)};
 }
 
@@ -185,10 +266,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_meta(
     const OptionalTensor& row_grad_scale, bool grad_input, bool grad_weight, bool grad_bias) {
   const auto reduction = parse_reduction(kOp, reduction_name);
   check_cross_entropy_options(kOp, label_smoothing, z_loss, softcap);
-  check_problem(input, linear_weight, target, linear_bias, weight);
+  const LinearProblem p = check_problem(input, linear_weight, target, linear_bias, weight);
   const auto options = input.options();
   const auto loss = [&] {
-    return reduction == at::Reduction::None ? at::empty_symint(target.sym_sizes(), options)
+    return reduction == at::Reduction::None ? at::empty_symint(p.loss_shape, options)
                                             : at::empty({}, options);
   };
   const auto like = [&](bool wanted, const Tensor& t) {
@@ -215,6 +296,12 @@ Tensor loss_only(const Tensor& input, const Tensor& linear_weight, const Tensor&
 }
 
 }  // namespace
+
+bool check_linear_cross_entropy(const Tensor& input, const Tensor& linear_weight,
+                                const Tensor& target, const OptionalTensor& linear_bias,
+                                const OptionalTensor& weight) {
+  return check_problem(input, linear_weight, target, linear_bias, weight).probability_targets;
+}
 
 int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,
                            const at::Device& device) {

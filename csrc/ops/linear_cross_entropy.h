@@ -30,6 +30,11 @@ constexpr int64_t kMinChunkRows = 128;
 int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,
                            const at::Device& device);
 
+// The op's argument checks alone; true when target holds class probabilities (the logits' shape).
+bool check_linear_cross_entropy(const Tensor& input, const Tensor& linear_weight,
+                                const Tensor& target, const OptionalTensor& linear_bias,
+                                const OptionalTensor& weight);
+
 // fusedloss::_linear_cross_entropy through the dispatcher. Returns (loss, z_loss, grad_input,
 // grad_linear_weight, grad_linear_bias, backward_scale); the gradients asked for are those of the
 // loss (times row_grad_scale per row for reduction='none') up to backward_scale, the factor

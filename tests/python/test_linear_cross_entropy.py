@@ -227,7 +227,7 @@ def test_bad_arguments():
         FL.linear_cross_entropy(x, w[:, :3], t)
     with pytest.raises(RuntimeError, match=r"target of shape \[5\] does not match input of shape \[6, 4\]"):
         FL.linear_cross_entropy(x, w, t[:5])
-    with pytest.raises(RuntimeError, match=r"linear_bias must be a 1-D tensor with one value per class \(5\), got shape \[4\]"):
+    with pytest.raises(RuntimeError, match=r"linear_bias must have shape \[5\] \(the classes, then linear_weight's out_features\), got shape \[4\]"):
         FL.linear_cross_entropy(x, w, t, b[:4])
     with pytest.raises(RuntimeError, match="linear_weight must have the input's dtype"):
         FL.linear_cross_entropy(x, w.double(), t)
@@ -249,9 +249,11 @@ def test_strided_target(device):
 def test_replace_losses_swaps_torch_linear_cross_entropy_loss():
     torch.manual_seed(0)
     head = torch.nn.LinearCrossEntropyLoss(16, 50, bias=True, ignore_index=3, label_smoothing=0.1)
-    several_dims = torch.nn.LinearCrossEntropyLoss(16, 10, out_features=(2,))
+    several_dims = torch.nn.LinearCrossEntropyLoss(16, 10, out_features=(2,), bias=True)
     model = torch.nn.ModuleDict({"head": head, "several": several_dims})
     x = torch.randn(12, 16)
+    t2 = torch.randint(10, (12, 2))
+    expected_several = several_dims(x, t2)
     t = torch.randint(50, (12,))
     t[::4] = 3
     expected = head(x, t)
@@ -259,8 +261,95 @@ def test_replace_losses_swaps_torch_linear_cross_entropy_loss():
     keys = set(model.state_dict())
     fusedloss.nn.replace_losses(model)
     assert type(head) is fusedloss.nn.LinearCrossEntropyLoss and set(model.state_dict()) == keys
-    assert type(several_dims) is torch.nn.LinearCrossEntropyLoss  # out_features: left to torch
+    assert type(several_dims) is fusedloss.nn.LinearCrossEntropyLoss
     ours = head(x, t)
     assert_close(ours, expected)
     for a, b in zip(torch.autograd.grad(ours, [head.linear.weight, head.linear.bias]), expected_grads):
         assert_close(a, b)
+    assert_close(several_dims(x, t2), expected_several)
+
+
+def several_dims_case(n, h, v, out_features, dtype, device, seed=0, probabilities=False):
+    """input (n, h), linear_weight (v, *out_features, h), bias (v, *out_features); class-index
+    targets (n, *out_features) with some ignored, or probabilities (n, v, *out_features)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, h, generator=g, dtype=torch.float64)
+    w = torch.randn(v, *out_features, h, generator=g, dtype=torch.float64) / h ** 0.5 * 2
+    b = torch.randn(v, *out_features, generator=g, dtype=torch.float64)
+    if probabilities:
+        t = torch.softmax(torch.randn(n, v, *out_features, generator=g, dtype=torch.float64), 1).to(dtype)
+    else:
+        t = torch.randint(v, (n, *out_features), generator=g)
+        t.view(-1)[::5] = -100
+    cast = (lambda a: a.to(dtype).to(device))
+    return cast(x), cast(w), cast(b), t.to(device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("out_features,probabilities", [((), True), ((3,), False), ((2, 3), False),
+                                                        ((3,), True)], ids=str)
+def test_out_features_and_probability_targets_match_torch(out_features, probabilities, reduction, dtype, device):
+    # torch's F.linear_cross_entropy without options is its reference path: linear, then
+    # cross_entropy; compared in float64 from the same values.
+    x, w, b, t = several_dims_case(10, 6, 7, out_features, dtype, device, probabilities=probabilities)
+    cw = torch.linspace(0.5, 1.5, 7, dtype=torch.float64, device=device)
+    for chunk_size, kwargs in ((3, dict(weight=cw.to(dtype))), (None, dict(label_smoothing=0.1))):
+        ours_in = [p.clone().requires_grad_() for p in (x, w, b)]
+        ref_in = [p.double().clone().requires_grad_() for p in (x, w, b)]
+        ref_kwargs = {k: (v.double() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+        ours = FL.linear_cross_entropy(ours_in[0], ours_in[1], t, linear_bias=ours_in[2], reduction=reduction,
+                                       chunk_size=chunk_size, **kwargs)
+        ref = F.linear_cross_entropy(ref_in[0], ref_in[1], t.double() if probabilities else t,
+                                     linear_bias=ref_in[2], reduction=reduction, **ref_kwargs)
+        assert ours.dtype == dtype and ours.shape == ref.shape
+        assert_close_scaled(ours, ref, dtype, "loss")
+        grad = torch.linspace(0.5, 1.5, ref.numel(), dtype=torch.float64, device=device).view(ref.shape)
+        ours.backward(grad.to(dtype))
+        ref.backward(grad)
+        for name, a, r in zip(("input", "linear_weight", "linear_bias"), ours_in, ref_in):
+            assert a.grad.shape == a.shape
+            assert_close_scaled(a.grad, r.grad, dtype, f"grad {name}", floor=1e-2)
+
+
+def test_probability_target_that_requires_grad_takes_the_unfused_path():
+    x, w, b, t = several_dims_case(5, 4, 6, (2,), torch.float64, "cpu", probabilities=True)
+    for reduction in REDUCTIONS:
+        assert torch.autograd.gradcheck(
+            lambda a, c, u: FL.linear_cross_entropy(a, c, u, b, reduction=reduction, label_smoothing=0.2),
+            (x.clone().requires_grad_(), w.clone().requires_grad_(), t.clone().requires_grad_()))
+    tr = t.clone().requires_grad_()
+    ours = FL.linear_cross_entropy(x, w, tr, b, reduction="none")
+    expected = F.linear_cross_entropy(x, w, t, linear_bias=b, reduction="none")
+    assert_close(ours, expected)
+
+
+def test_several_dims_gradcheck_module_and_errors():
+    x, w, b, t = several_dims_case(6, 4, 5, (2,), torch.float64, "cpu")
+    for reduction in REDUCTIONS:
+        assert torch.autograd.gradcheck(
+            lambda a, c, d: FL.linear_cross_entropy(a, c, t, d, reduction=reduction, z_loss=0.05, chunk_size=4),
+            (x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()))
+    torch.manual_seed(1)
+    ours = fusedloss.nn.LinearCrossEntropyLoss(4, 5, out_features=(2,), bias=True)
+    weight = ours.linear.weight.reshape(5, 2, 4)
+    expected = F.cross_entropy(torch.einsum("nh,cdh->ncd", x.float(), weight) + ours.linear.bias.reshape(5, 2), t)
+    assert_close(ours(x.float(), t), expected)
+    assert_close(torch.jit.script(ours)(x.float(), t), expected)
+    with pytest.raises(RuntimeError, match=r"requires batched input, \(N, 4\), got unbatched input with shape \[4\]"):
+        FL.linear_cross_entropy(x[0], w, t[0])
+    with pytest.raises(RuntimeError, match=r"expected class indices of shape \[6, 2\] or probabilities of shape \[6, 5, 2\]"):
+        FL.linear_cross_entropy(x, w, t[:, 0])
+    with pytest.raises(RuntimeError, match=r"linear_bias must have shape \[5, 2\]"):
+        FL.linear_cross_entropy(x, w, t, b[:, 0])
+    with pytest.raises(RuntimeError, match="holds class probabilities and must be floating point"):
+        FL.linear_cross_entropy(x, w, torch.zeros(6, 5, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_several_dims_and_probabilities(requires_grad, device):
+    for probabilities in (False, True):
+        x, w, b, t = several_dims_case(7, 4, 5, (2,), torch.float32, device, probabilities=probabilities)
+        torch.library.opcheck(torch.ops.fusedloss.linear_cross_entropy,
+                              (x.requires_grad_(requires_grad), w.requires_grad_(requires_grad), t, b, None,
+                               -100, "none", 0.1), {"chunk_size": 3})
