@@ -13,6 +13,10 @@ forms sum(y^2) - sum(y)^2 / n.
 The streaming classes keep those counts: update() adds a batch (on a GPU without waiting for it),
 compute() gives the metric, reset() clears, merge(other) adds another instance's state (e.g. from
 another process). Out-of-range labels raise ValueError: on the CPU in update, on CUDA in compute.
+
+Threshold-free metrics (precision_recall_curve, roc, auroc, average_precision and their classes,
+binned or exact, binary / multiclass / multilabel) are in fusedloss.threshold_metrics and exported
+here.
 """
 
 from typing import Dict, Optional, Tuple
@@ -20,12 +24,17 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .threshold_metrics import (AUROC, ROC, AveragePrecision, PrecisionRecallCurve, auroc,
+                                average_precision, precision_recall_curve, roc)
+
 __all__ = [
     "accuracy", "precision", "recall", "f1_score", "fbeta_score", "confusion_matrix",
     "stat_scores", "r2_score", "mean_squared_error", "mean_absolute_error",
     "ClassificationCounts", "Accuracy", "Precision", "Recall", "F1Score", "FBetaScore",
     "ConfusionMatrix", "StatScores", "RegressionMoments", "MeanSquaredError",
     "MeanAbsoluteError", "R2Score",
+    "precision_recall_curve", "roc", "auroc", "average_precision",
+    "PrecisionRecallCurve", "ROC", "AUROC", "AveragePrecision",
 ]
 
 

@@ -46,6 +46,8 @@ python3 -c "import wheel" 2>/dev/null || python_missing+=(wheel)
 for module in pytest numpy expecttest hypothesis matplotlib tqdm torchmetrics; do
   python3 -c "import $module" 2>/dev/null || python_missing+=("$module")
 done
+# sklearn.metrics is the oracle of the exact threshold metrics.
+python3 -c "import sklearn" 2>/dev/null || python_missing+=(scikit-learn)
 if [ ${#python_missing[@]} -gt 0 ]; then
   echo "install_deps: pip install ${python_missing[*]}"
   python3 -m pip install --quiet "${python_missing[@]}"
