@@ -24,6 +24,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .calibration import CalibrationError, calibration_error
 from .threshold_metrics import (AUROC, ROC, AveragePrecision, PrecisionRecallCurve, auroc,
                                 average_precision, precision_recall_curve, roc)
 
@@ -35,6 +36,7 @@ __all__ = [
     "MeanAbsoluteError", "R2Score",
     "precision_recall_curve", "roc", "auroc", "average_precision",
     "PrecisionRecallCurve", "ROC", "AUROC", "AveragePrecision",
+    "calibration_error", "CalibrationError",
 ]
 
 

@@ -204,3 +204,25 @@ def test_cuda_histogram_equals_cpu(task, data, kw, logits):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert torch.equal(gpu.histogram.cpu(), cpu.histogram)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+@pytest.mark.parametrize("logits", [False, True])
+def test_calibration_error_matches_torchmetrics(norm, logits):
+    preds, target = binary_data(logits=logits)
+    for ignore_index in (None, -1):
+        t = target if ignore_index is not None else target.clamp_min(0)
+        close(M.calibration_error(preds, t, "binary", n_bins=10, norm=norm, ignore_index=ignore_index),
+              tm.binary_calibration_error(preds, t, n_bins=10, norm=norm, ignore_index=ignore_index))
+    mc_preds, mc_target = multiclass_data(logits=logits)
+    close(M.calibration_error(mc_preds, mc_target, "multiclass", num_classes=4, norm=norm, ignore_index=-1),
+          tm.multiclass_calibration_error(mc_preds, mc_target, 4, norm=norm, ignore_index=-1))
+    metric, other = M.CalibrationError("multiclass", num_classes=4, norm=norm), M.CalibrationError(
+        "multiclass", num_classes=4, norm=norm)
+    keep = mc_target >= 0
+    metric(mc_preds[keep][:150], mc_target[keep][:150])
+    other.update(mc_preds[keep][150:], mc_target[keep][150:])
+    close(metric.merge(other).compute(), tm.multiclass_calibration_error(mc_preds[keep], mc_target[keep], 4, norm=norm))
+    assert metric.bin_sums.shape == (3, 16)
+    with pytest.raises(ValueError, match="norm must be 'l1', 'l2' or 'max', got 'l3'"):
+        M.CalibrationError("binary", norm="l3")

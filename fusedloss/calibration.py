@@ -1,0 +1,120 @@
+"""Calibration error (ECE 'l1', MCE 'max', RMS 'l2') with torchmetrics' arguments and results, in
+a streaming state of n_bins + 1 float64 sums (count, confidence, accuracy per bin) instead of
+every prediction: the state does not grow with the data, merges by addition, and an update reads
+nothing back from a GPU (bucketize and scatter-add on the device).
+
+Confidence and accuracy as torchmetrics: binary, the probability and the 0/1 target; multiclass,
+the largest probability and whether its class is the target. A batch with any score outside
+[0, 1] is logits (sigmoid / softmax first). Bins: linspace(0, 1, n_bins + 1) with right-closed
+bucketing, so a confidence of exactly 1 has a bin of its own, as torchmetrics'.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["calibration_error", "CalibrationError"]
+
+
+def _check(task: str, n_bins: int, norm: str, num_classes: Optional[int]) -> None:
+    if task not in ("binary", "multiclass"):
+        raise ValueError(f"task must be 'binary' or 'multiclass', got '{task}'")
+    if task == "multiclass" and (num_classes is None or num_classes < 2):
+        raise ValueError(f"task='multiclass' needs num_classes >= 2, got {num_classes}")
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive int, got {n_bins}")
+    if norm not in ("l1", "l2", "max"):
+        raise ValueError(f"norm must be 'l1', 'l2' or 'max', got '{norm}'")
+
+
+def _confidence_and_accuracy(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int],
+                             ignore_index: Optional[int]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per sample: confidence, accuracy (0/1) and weight (0 for an ignored target)."""
+    if preds.is_floating_point() is False:
+        raise ValueError(f"preds must hold float scores, got {preds.dtype}")
+    if target.is_floating_point():
+        raise ValueError(f"target must hold integer labels, got {target.dtype}")
+    # Bucketed in the scores' precision (at least float32), as torchmetrics; summed in float64.
+    scores = preds if preds.dtype == torch.float64 else preds.float()
+    logits = ((scores < 0) | (scores > 1)).any()  # a device tensor: no read-back
+    if task == "binary":
+        if preds.shape != target.shape:
+            raise ValueError(f"binary expects preds and target of one shape, got {tuple(preds.shape)} and "
+                             f"{tuple(target.shape)}")
+        scores, target = scores.reshape(-1), target.reshape(-1)
+        confidence = torch.where(logits, scores.sigmoid(), scores)
+        accuracy = target
+    else:
+        if preds.dim() != 2 or preds.shape[1] != num_classes or target.shape != preds.shape[:1]:
+            raise ValueError(f"multiclass expects preds (N, {num_classes}) and target (N), got preds of shape "
+                             f"{tuple(preds.shape)} and target of shape {tuple(target.shape)}")
+        confidence, predicted = torch.where(logits, scores.softmax(1), scores).max(1)
+        accuracy = predicted.eq(target)
+    weight = target.ne(ignore_index) if ignore_index is not None else torch.ones_like(confidence)
+    return confidence, accuracy.double(), weight.double()
+
+
+def _bin_sums(preds: Tensor, target: Tensor, task: str, n_bins: int, num_classes: Optional[int],
+              ignore_index: Optional[int]) -> Tensor:
+    """(3, n_bins + 1) float64: per bin, the count, the summed confidence, the summed accuracy."""
+    confidence, accuracy, weight = _confidence_and_accuracy(preds, target, task, num_classes, ignore_index)
+    boundaries = torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype, device=confidence.device)
+    bins = (torch.bucketize(confidence, boundaries, right=True) - 1).clamp(0, n_bins)
+    sums = torch.zeros(3, n_bins + 1, dtype=torch.float64, device=confidence.device)
+    for row, values in enumerate((weight, confidence.double() * weight, accuracy * weight)):
+        sums[row].scatter_add_(0, bins, values)
+    return sums
+
+
+def _error(sums: Tensor, norm: str) -> Tensor:
+    count, confidence, accuracy = sums
+    gap = torch.nan_to_num(accuracy / count) - torch.nan_to_num(confidence / count)
+    share = count / count.sum()
+    if norm == "l1":
+        return (gap.abs() * share).sum()
+    if norm == "max":
+        return gap.abs().max()
+    return (gap.pow(2) * share).sum().sqrt()
+
+
+def calibration_error(preds: Tensor, target: Tensor, task: str, n_bins: int = 15, norm: str = "l1",
+                      num_classes: Optional[int] = None, ignore_index: Optional[int] = None) -> Tensor:
+    """Expected ('l1'), maximum ('max') or root-mean-square ('l2') calibration error, as
+    torchmetrics' calibration_error (float64)."""
+    _check(task, n_bins, norm, num_classes)
+    return _error(_bin_sums(preds, target, task, n_bins, num_classes, ignore_index), norm)
+
+
+class CalibrationError(torch.nn.Module):
+    """Streaming calibration error: the per-bin sums are a buffer (.to(), state_dict);
+    update / compute / reset / merge / forward (the batch's value, also accumulated)."""
+
+    def __init__(self, task: str, n_bins: int = 15, norm: str = "l1", num_classes: Optional[int] = None,
+                 ignore_index: Optional[int] = None) -> None:
+        super().__init__()
+        _check(task, n_bins, norm, num_classes)
+        self.task, self.n_bins, self.norm = task, n_bins, norm
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.register_buffer("bin_sums", torch.zeros(3, n_bins + 1, dtype=torch.float64))
+
+    def _batch(self, preds: Tensor, target: Tensor) -> Tensor:
+        return _bin_sums(preds, target, self.task, self.n_bins, self.num_classes, self.ignore_index)
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.bin_sums += self._batch(preds, target).to(self.bin_sums.device)
+
+    def merge(self, other: "CalibrationError") -> "CalibrationError":
+        self.bin_sums += other.bin_sums.to(self.bin_sums.device)
+        return self
+
+    def reset(self) -> None:
+        self.bin_sums.zero_()
+
+    def compute(self) -> Tensor:
+        return _error(self.bin_sums, self.norm)
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        batch = self._batch(preds, target)
+        self.bin_sums += batch.to(self.bin_sums.device)
+        return _error(batch, self.norm)
