@@ -528,15 +528,16 @@ def linear_cross_entropy(
     dimensions (torch's out_features); target class indices (N) or (B, T) (then (N, d1..dK)), or
     class probabilities of the logits' shape (N, V) (then (N, V, d1..dK)); bias (also
     linear_bias=, torch's name) (V) or (V, d1..dK). A probability target that requires grad
-    takes the unfused path (logits materialized, as torch's reference path). Accepts torch.nn.functional.linear_cross_entropy's call
-    (linear_bias=, weight= as class weights, ignore_index=None meaning -100, options= whose
-    batch_chunk_size is used as chunk_size) and the positional (input, weight, target, bias) one:
-    a 2-D `weight` with no linear_weight is the linear weight. Rows are processed chunk_size at a
-    time; None picks a 32nd of the rows with at most 32 MiB of logits on the CPU, the rows whose
-    logits take a 16th of the device's memory (64 MiB to 1 GiB) on CUDA, and at least 128. z_loss,
-    softcap and check_target as in cross_entropy.
+    takes the unfused path (logits materialized, as torch's reference path). Accepts
+    torch.nn.functional.linear_cross_entropy's call (linear_bias=, weight= as class weights,
+    ignore_index=None meaning -100, options= whose batch_chunk_size is used as chunk_size) and
+    the positional (input, weight, target, bias) one: a `weight` of 2 or more dimensions with no
+    linear_weight is the linear weight. Rows are processed chunk_size at a time; None picks a
+    32nd of the rows with at most 32 MiB of logits on the CPU, the rows whose logits take a 16th
+    of the device's memory (64 MiB to 1 GiB) on CUDA, and at least 128. z_loss, softcap and
+    check_target as in cross_entropy.
     """
-    if linear_weight is None and weight is not None and weight.dim() == 2:
+    if linear_weight is None and weight is not None and weight.dim() >= 2:
         linear_weight, weight = weight, None
     if linear_weight is None or target is None:
         raise TypeError("linear_cross_entropy() needs input, linear_weight (V, H) and target")

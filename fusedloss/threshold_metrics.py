@@ -31,14 +31,18 @@ __all__ = [
 
 
 def _thresholds(thresholds: Thresholds) -> Optional[Tensor]:
-    """torchmetrics' thresholds argument as an ascending float64 tensor (None: exact)."""
+    """torchmetrics' thresholds argument as an ascending tensor of its dtype (an int or a list:
+    the default float dtype, as torchmetrics; scores are compared with them in that precision).
+    None: exact."""
     if thresholds is None:
         return None
     if isinstance(thresholds, int):
         if thresholds < 2:
             raise ValueError(f"thresholds as an int must be >= 2 (the number of bins), got {thresholds}")
-        return torch.linspace(0, 1, thresholds, dtype=torch.float64)
-    values = torch.as_tensor(thresholds).detach().to(torch.float64).cpu()
+        return torch.linspace(0, 1, thresholds)
+    values = torch.as_tensor(thresholds).detach().cpu()
+    if not values.is_floating_point():
+        values = values.to(torch.get_default_dtype())
     if values.dim() != 1 or values.numel() == 0:
         raise ValueError(f"thresholds must be a non-empty 1-D list or tensor, got shape {tuple(values.shape)}")
     if not torch.isfinite(values).all():
@@ -69,8 +73,9 @@ def _histogram(preds: Tensor, target: Tensor, task: str, thresholds: Tensor, cla
                ignore_index: Optional[int]) -> Tuple[Tensor, Tensor]:
     if task == "binary":
         preds, target = preds.reshape(-1), target.reshape(-1)
-    return torch.ops.fusedloss._threshold_histogram(preds, target, thresholds.to(preds.device), task,
-                                                    classes, ignore_index)
+    # float64 holds every threshold exactly: the kernel's comparison is the thresholds' own.
+    return torch.ops.fusedloss._threshold_histogram(preds, target, thresholds.to(preds.device, torch.float64),
+                                                    task, classes, ignore_index)
 
 
 def _raise_if_invalid(invalid: Tensor) -> None:
@@ -110,12 +115,19 @@ def _binned_roc(histogram: Tensor, thresholds: Tensor) -> Curve:
 
 # ---- exact: from every score ----
 
-def _scores(preds: Tensor, task: str) -> Tensor:
-    """Probabilities: a batch with any score outside [0, 1] is logits."""
+def _exact_batch(preds: Tensor, target: Tensor, task: str, ignore_index: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """One batch as probabilities, as torchmetrics formats it: binary and multiclass drop the
+    ignored samples first; a batch with any score outside [0, 1] is logits (sigmoid, or softmax
+    for multiclass). Multilabel keeps its ignored entries (dropped per label later)."""
     preds = preds.double() if preds.dtype == torch.float64 else preds.float()
+    if task == "binary":
+        preds, target = preds.reshape(-1), target.reshape(-1)
+    if task != "multilabel" and ignore_index is not None:
+        keep = target != ignore_index
+        preds, target = preds[keep], target[keep]
     if ((preds < 0) | (preds > 1)).any():
-        return preds.softmax(1) if task == "multiclass" else preds.sigmoid()
-    return preds
+        preds = preds.softmax(1) if task == "multiclass" else preds.sigmoid()
+    return preds, target
 
 
 def _one_vs_rest(preds: Tensor, target: Tensor, task: str, classes: int,
@@ -241,7 +253,7 @@ def _state(preds: Tensor, target: Tensor, task: str, thresholds: Thresholds, num
         preds, target, task, classes = preds.reshape(-1), target.reshape(-1), "binary", 1
     counts = _Counts(task, bins, classes, ignore_index)
     if bins is None:
-        return counts, None, [(_scores(preds, task), target)]
+        return counts, None, [_exact_batch(preds, target, task, ignore_index)]
     histogram, invalid = _histogram(preds, target, task, bins, classes, ignore_index)
     _raise_if_invalid(invalid)
     return counts, histogram, []
@@ -338,7 +350,7 @@ class _ThresholdMetric(torch.nn.Module):
             preds, target = preds.reshape(-1), target.reshape(-1)
         c = self._counts
         if c.thresholds is None:
-            return None, None, (_scores(preds, c.task), target)
+            return None, None, _exact_batch(preds, target, c.task, c.ignore_index)
         histogram, invalid = _histogram(preds, target, c.task, self.thresholds, c.classes, c.ignore_index)
         return histogram, invalid, None
 

@@ -129,8 +129,7 @@ Tensor with_gradients(const Tensor& input, const Tensor& linear_weight, const Te
                       std::optional<int64_t> chunk_size, bool check_target) {
   refuse_weight_gradient("linear_cross_entropy", "weight", weight);  // the class weights
   if (at::GradMode::is_enabled() && target.requires_grad()) {
-    TORCH_CHECK(ops::check_linear_cross_entropy(input, linear_weight, target, linear_bias, weight),
-                "fusedloss.linear_cross_entropy: only probability targets take a gradient");
+    ops::check_linear_cross_entropy(input, linear_weight, target, linear_bias, weight);
     return with_target_gradient(input, linear_weight, target, linear_bias, weight, ignore_index,
                                 reduction, label_smoothing, z_loss, softcap);
   }

@@ -1,6 +1,6 @@
-// CPU engine of the binned threshold metrics (kernels/threshold_histogram.h): fixed parts of the
-// rows fill their own histograms, added up at the end (integer sums: the result does not depend
-// on the order or the thread count).
+// CPU engine of the binned threshold metrics (kernels/threshold_histogram.h): a part of the rows
+// per thread fills its own histogram, added up at the end (integer sums: the result does not
+// depend on the order or the thread count).
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -84,7 +84,11 @@ void fill_part(const Rows<scalar_t>& a, int64_t begin, int64_t end, int64_t* his
 void threshold_histogram_kernel(const ThresholdHistogramSpec& spec, const ThresholdHistogram& io) {
   const int64_t rows = io.target.size(0);
   if (rows == 0) return;
-  const int64_t parts = (rows + kRowsPerPart - 1) / kRowsPerPart;
+  // One histogram per part, no more parts than threads: many classes times many thresholds make
+  // a large histogram, and it is not copied per 32K rows.
+  const int64_t parts = std::min<int64_t>((rows + kRowsPerPart - 1) / kRowsPerPart,
+                                          std::max<int64_t>(1, at::get_num_threads()));
+  const int64_t rows_per_part = (rows + parts - 1) / parts;
   const at::Tensor part_histograms =
       at::zeros({parts, io.histogram.numel()}, io.histogram.options());
   std::vector<int64_t> part_invalid(static_cast<size_t>(parts), 0);
@@ -100,7 +104,7 @@ void threshold_histogram_kernel(const ThresholdHistogramSpec& spec, const Thresh
         int64_t* histograms = part_histograms.mutable_data_ptr<int64_t>();
         at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
           for (int64_t p = first; p < last; ++p) {
-            fill_part(a, p * kRowsPerPart, std::min(rows, (p + 1) * kRowsPerPart),
+            fill_part(a, p * rows_per_part, std::min(rows, (p + 1) * rows_per_part),
                       histograms + p * io.histogram.numel(), part_invalid[p]);
           }
         });

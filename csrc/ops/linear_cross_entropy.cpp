@@ -153,7 +153,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   const int64_t out_dims = static_cast<int64_t>(out_features.size());
   const int64_t per_input = c10::multiply_integers(out_features);  // D: loss rows per input row
   const int64_t hidden = input.size(-1), vocab = linear_weight.size(0);
-  const int64_t input_rows = input.numel() / std::max<int64_t>(hidden, 1);
+  const int64_t input_rows = c10::multiply_integers(input.sizes().slice(0, input.dim() - 1));
   const int64_t rows = input_rows * per_input;
   const auto dtype = input.scalar_type();
   const auto acc_dtype = accumulation_dtype(dtype);
@@ -297,10 +297,10 @@ Tensor loss_only(const Tensor& input, const Tensor& linear_weight, const Tensor&
 
 }  // namespace
 
-bool check_linear_cross_entropy(const Tensor& input, const Tensor& linear_weight,
+void check_linear_cross_entropy(const Tensor& input, const Tensor& linear_weight,
                                 const Tensor& target, const OptionalTensor& linear_bias,
                                 const OptionalTensor& weight) {
-  return check_problem(input, linear_weight, target, linear_bias, weight).probability_targets;
+  check_problem(input, linear_weight, target, linear_bias, weight);
 }
 
 int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,

@@ -30,8 +30,8 @@ constexpr int64_t kMinChunkRows = 128;
 int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,
                            const at::Device& device);
 
-// The op's argument checks alone; true when target holds class probabilities (the logits' shape).
-bool check_linear_cross_entropy(const Tensor& input, const Tensor& linear_weight,
+// The op's argument checks alone (a target that requires grad is a float one: probabilities).
+void check_linear_cross_entropy(const Tensor& input, const Tensor& linear_weight,
                                 const Tensor& target, const OptionalTensor& linear_bias,
                                 const OptionalTensor& weight);
 

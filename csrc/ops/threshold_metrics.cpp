@@ -109,8 +109,14 @@ std::tuple<Tensor, Tensor> threshold_histogram(const Tensor& preds, const Tensor
                   .contiguous();
   io.thresholds = thresholds.contiguous();
   if (target.is_cpu()) raise_on_bad_labels(io.target, spec);
-  // torchmetrics' rule, per batch: any score outside [0, 1] means logits. NaN is neither.
-  io.logits = io.preds.lt(0).logical_or_(io.preds.gt(1)).any();
+  // torchmetrics' rule, per batch: any score outside [0, 1] means logits (NaN is neither). For
+  // binary and multiclass it looks at the samples not ignored only (multilabel: at all).
+  Tensor outside = io.preds.lt(0).logical_or_(io.preds.gt(1));
+  if (spec.has_ignore_index && spec.task != ThresholdTask::Multilabel) {
+    if (spec.task == ThresholdTask::Multiclass) outside = outside.any(1);
+    outside.logical_and_(io.target.ne(spec.ignore_index));
+  }
+  io.logits = outside.any();
   io.histogram = at::zeros({C, 2, thresholds.size(0) + 1}, counts);
   io.invalid = at::zeros({}, counts);
   engine(spec, io);

@@ -185,6 +185,8 @@ TEST(MulticlassLosses, TripletMarginMatchesLibTorch) {
           torch::kMean);
     };
     for (const double p : {2.0, 1.0, 3.0}) {
+      for (auto& t : ours) t.mutable_grad() = torch::Tensor();
+      for (auto& t : reference) t.mutable_grad() = torch::Tensor();
       fusedloss::nn::TripletMarginLoss module(options_of(p));
       auto loss = module(ours[0], ours[1], ours[2]);
       auto loss_ref =

@@ -353,3 +353,13 @@ def test_opcheck_several_dims_and_probabilities(requires_grad, device):
         torch.library.opcheck(torch.ops.fusedloss.linear_cross_entropy,
                               (x.requires_grad_(requires_grad), w.requires_grad_(requires_grad), t, b, None,
                                -100, "none", 0.1), {"chunk_size": 3})
+
+
+def test_zero_hidden_features_give_bias_only_logits():
+    # H = 0: the logits are the bias (or zeros); one row of loss per input row still.
+    x, w, b = torch.zeros(4, 0), torch.zeros(5, 0), torch.randn(5)
+    t = torch.tensor([0, 4, -100, 2])
+    for reduction in REDUCTIONS:
+        for bias in (None, b):
+            assert_close(FL.linear_cross_entropy(x, w, t, bias, reduction=reduction),
+                         F.cross_entropy(F.linear(x, w, bias), t, reduction=reduction))

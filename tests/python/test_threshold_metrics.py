@@ -98,6 +98,26 @@ def test_multilabel_matches_torchmetrics(thresholds, average):
         close(M.roc(preds, target, "multilabel", num_labels=3, **kw), tm.multilabel_roc(preds, target, 3, **kw), "roc")
 
 
+@pytest.mark.parametrize("thresholds", [11, [0.0, 0.3, 0.7, 0.9]], ids=["int", "list"])
+def test_scores_on_the_thresholds_and_ignored_logits_as_torchmetrics(thresholds):
+    # Scores exactly on the grid compare in the thresholds' float32, as torchmetrics'; an ignored
+    # sample's score outside [0, 1] does not make a batch of probabilities logits (binary and
+    # multiclass), as torchmetrics drops ignored samples first.
+    preds = torch.linspace(0, 1, 11).repeat(30)
+    target = (torch.arange(330) % 3 == 0).long()
+    close(M.precision_recall_curve(preds, target, "binary", thresholds=thresholds),
+          tm.binary_precision_recall_curve(preds, target, thresholds=thresholds))
+    preds[5], target[5] = 7.0, -1
+    for th in (thresholds, None):
+        close(M.auroc(preds, target, "binary", thresholds=th, ignore_index=-1),
+              tm.binary_auroc(preds, target, thresholds=th, ignore_index=-1))
+    mc_preds, mc_target = multiclass_data()
+    mc_preds[0], mc_target[0] = 9.0, -1
+    for th in (thresholds, None):
+        close(M.average_precision(mc_preds, mc_target, "multiclass", num_classes=4, thresholds=th, ignore_index=-1),
+              tm.multiclass_average_precision(mc_preds, mc_target, 4, thresholds=th, ignore_index=-1))
+
+
 def test_exact_matches_sklearn():
     preds, target = binary_data(2000, seed=5)
     target = target.clamp_min(0)
@@ -148,7 +168,7 @@ def test_binned_state_is_a_module_buffer_independent_of_n():
         preds, target = multiclass_data(n)
         metric.update(preds, target.clamp_min(0))
         sizes.add(sum(b.numel() * b.element_size() for b in metric.buffers()))
-    assert sizes == {4 * 2 * 201 * 8 + 200 * 8 + 8}
+    assert sizes == {4 * 2 * 201 * 8 + 200 * 4 + 8}  # histogram, float32 thresholds, invalid count
     restored = M.AUROC("multiclass", num_classes=4, thresholds=200)
     restored.load_state_dict(metric.state_dict())
     close(restored.compute(), metric.compute())
@@ -194,7 +214,7 @@ def test_cuda_histogram_equals_cpu(task, data, kw, logits):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine (CUDA kernels are compiled, not run, here)")
     preds, target = data(logits=logits)
-    for thresholds in (11, 300):  # the state in shared memory, and in global memory
+    for thresholds in (11, 1000):  # the state in shared memory, and (8008 counters) in global memory
         cpu = M.AUROC(task, thresholds=thresholds, ignore_index=-1, **kw)
         gpu = M.AUROC(task, thresholds=thresholds, ignore_index=-1, **kw).cuda()
         cpu.update(preds, target)
