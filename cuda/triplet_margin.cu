@@ -21,7 +21,7 @@ struct TripletRows {
   int64_t rows, dim;
   const scalar_t *anchor, *positive, *negative;
   acc* row_loss;
-  scalar_t *ga, *gp, *gn;  // nullptr: no gradient
+  scalar_t *ga, *gp, *gn;  // each nullptr when that gradient is not asked for
   acc margin, p, eps, scale;
   bool swap;
 };
@@ -66,15 +66,15 @@ __global__ void __launch_bounds__(kRowThreads) triplet_margin_rows(TripletRows<s
                                     norm_factor<kind>(s_an, d_an, t.p),
                                     t.swap ? norm_factor<kind>(s_pn, d_pn, t.p) : acc(0));
   if (lane == 0) t.row_loss[r] = row.loss;
-  if (t.ga == nullptr) return;
+  if (t.ga == nullptr && t.gp == nullptr && t.gn == nullptr) return;
   for (int64_t d = lane; d < t.dim; d += 32) {
     const acc x = static_cast<acc>(a[d]), y = static_cast<acc>(q[d]), z = static_cast<acc>(n[d]);
     const acc u_ap = row.w_ap * norm_direction<kind>(x - y + t.eps, d_ap, t.p);
     const acc u_an = row.w_an * norm_direction<kind>(x - z + t.eps, d_an, t.p);
     const acc u_pn = t.swap ? row.w_pn * norm_direction<kind>(y - z + t.eps, d_pn, t.p) : acc(0);
-    t.ga[r * t.dim + d] = static_cast<scalar_t>(u_ap + u_an);
-    t.gp[r * t.dim + d] = static_cast<scalar_t>(u_pn - u_ap);
-    t.gn[r * t.dim + d] = static_cast<scalar_t>(-u_an - u_pn);
+    if (t.ga) t.ga[r * t.dim + d] = static_cast<scalar_t>(u_ap + u_an);
+    if (t.gp) t.gp[r * t.dim + d] = static_cast<scalar_t>(u_pn - u_ap);
+    if (t.gn) t.gn[r * t.dim + d] = static_cast<scalar_t>(-u_an - u_pn);
   }
 }
 
@@ -103,10 +103,12 @@ void triplet_margin_kernel(const TripletMarginSpec& spec, const TripletMarginOpe
         t.positive = o.positive.const_data_ptr<scalar_t>();
         t.negative = o.negative.const_data_ptr<scalar_t>();
         t.row_loss = o.row_loss.mutable_data_ptr<acc>();
-        const bool grad = o.grad_anchor.defined();
-        t.ga = grad ? o.grad_anchor.mutable_data_ptr<scalar_t>() : nullptr;
-        t.gp = grad ? o.grad_positive.mutable_data_ptr<scalar_t>() : nullptr;
-        t.gn = grad ? o.grad_negative.mutable_data_ptr<scalar_t>() : nullptr;
+        const auto pointer = [](const at::Tensor& g) {
+          return g.defined() ? g.mutable_data_ptr<scalar_t>() : nullptr;
+        };
+        t.ga = pointer(o.grad_anchor);
+        t.gp = pointer(o.grad_positive);
+        t.gn = pointer(o.grad_negative);
         t.margin = static_cast<acc>(spec.margin);
         t.p = static_cast<acc>(spec.p);
         t.eps = static_cast<acc>(spec.eps);

@@ -1,5 +1,6 @@
-// Autograd for triplet_margin_loss: the forward saves the three gradients the fused kernel wrote
-// (for 'mean' with the 1/N, except in float16) and backward scales them by grad_output.
+// Autograd for triplet_margin_loss: the forward saves the gradients the fused kernel wrote for the
+// inputs that require one (for 'mean' with the 1/N, except in float16) and backward scales them
+// by grad_output.
 
 #include <ATen/ExpandUtils.h>
 #include <torch/autograd.h>
@@ -25,7 +26,8 @@ class TripletMarginFunction : public torch::autograd::Function<TripletMarginFunc
                         const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [loss, grad_a, grad_p, grad_n, scale] = ops::triplet_margin_loss_forward(
-        anchor, positive, negative, margin, p, eps, swap, reduction, /*compute_grad=*/true);
+        anchor, positive, negative, margin, p, eps, swap, reduction,
+        {anchor.requires_grad(), positive.requires_grad(), negative.requires_grad()});
     ctx->save_for_backward({grad_a, grad_p, grad_n, scale});
     ctx->saved_data["reduced"] = reduction != "none";
     ctx->saved_data[kShapes[0]] = anchor.sym_sizes();
@@ -62,7 +64,7 @@ Tensor triplet_margin_with_gradients(const Tensor& anchor, const Tensor& positiv
   if (!at::GradMode::is_enabled() || !wants_grad) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return std::get<0>(ops::triplet_margin_loss_forward(anchor, positive, negative, margin, p,
-                                                        eps, swap, reduction, false));
+                                                        eps, swap, reduction, {false, false, false}));
   }
   return TripletMarginFunction::apply(anchor, positive, negative, margin, p, eps, swap,
                                       std::string(reduction));

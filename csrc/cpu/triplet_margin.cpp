@@ -24,9 +24,12 @@ FUSEDLOSS_CPU_CLONES void rows_range(const TripletMarginSpec& spec,
   const scalar_t* positive = o.positive.const_data_ptr<scalar_t>();
   const scalar_t* negative = o.negative.const_data_ptr<scalar_t>();
   acc* row_loss = o.row_loss.mutable_data_ptr<acc>();
-  scalar_t* ga = kGrad ? o.grad_anchor.mutable_data_ptr<scalar_t>() : nullptr;
-  scalar_t* gp = kGrad ? o.grad_positive.mutable_data_ptr<scalar_t>() : nullptr;
-  scalar_t* gn = kGrad ? o.grad_negative.mutable_data_ptr<scalar_t>() : nullptr;
+  const auto pointer = [](const at::Tensor& g) {
+    return g.defined() ? g.mutable_data_ptr<scalar_t>() : nullptr;
+  };
+  scalar_t* ga = pointer(o.grad_anchor);
+  scalar_t* gp = pointer(o.grad_positive);
+  scalar_t* gn = pointer(o.grad_negative);
   const acc margin = static_cast<acc>(spec.margin), p = static_cast<acc>(spec.p);
   const acc eps = static_cast<acc>(spec.eps), scale = static_cast<acc>(o.grad_scale);
   for (int64_t r = begin; r < end; ++r) {
@@ -68,9 +71,9 @@ FUSEDLOSS_CPU_CLONES void rows_range(const TripletMarginSpec& spec,
         const acc u_ap = row.w_ap * norm_direction<kind>(x - y + eps, d_ap, p);
         const acc u_an = row.w_an * norm_direction<kind>(x - z + eps, d_an, p);
         const acc u_pn = kSwap ? row.w_pn * norm_direction<kind>(y - z + eps, d_pn, p) : acc(0);
-        ga[r * D + d] = store_from_acc<scalar_t>(u_ap + u_an);
-        gp[r * D + d] = store_from_acc<scalar_t>(u_pn - u_ap);
-        gn[r * D + d] = store_from_acc<scalar_t>(-u_an - u_pn);
+        if (ga) ga[r * D + d] = store_from_acc<scalar_t>(u_ap + u_an);
+        if (gp) gp[r * D + d] = store_from_acc<scalar_t>(u_pn - u_ap);
+        if (gn) gn[r * D + d] = store_from_acc<scalar_t>(-u_an - u_pn);
       }
     }
   }
@@ -80,7 +83,8 @@ template <typename scalar_t, NormKind kind>
 void run(const TripletMarginSpec& spec, const TripletMarginOperands& o) {
   const int64_t rows = o.anchor.size(0), D = o.anchor.size(1);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(D, 1));
-  const bool grad = o.grad_anchor.defined();
+  const bool grad =
+      o.grad_anchor.defined() || o.grad_positive.defined() || o.grad_negative.defined();
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     if (spec.swap) {
       grad ? rows_range<scalar_t, kind, true, true>(spec, o, begin, end)

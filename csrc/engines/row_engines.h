@@ -121,7 +121,7 @@ struct TripletMarginOperands {
   at::Tensor anchor, positive, negative;  // (R, D) contiguous, one dtype
   double grad_scale = 1;                  // folded into the gradients (1/R for a folded 'mean')
   at::Tensor row_loss;                    // (R) accumulation dtype
-  at::Tensor grad_anchor, grad_positive, grad_negative;  // (R, D) or undefined
+  at::Tensor grad_anchor, grad_positive, grad_negative;  // (R, D) each, or undefined
 };
 
 // multilabel_margin_loss over R rows of C scores (kernels/multilabel_margin.h): each row's labels

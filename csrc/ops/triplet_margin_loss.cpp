@@ -9,6 +9,7 @@
 #include <c10/core/DefaultDtype.h>
 #include <torch/library.h>
 
+#include <array>
 #include <cmath>
 
 #include "cpu/gradient_allocator.h"
@@ -76,7 +77,7 @@ template <TripletEngine engine>
 TripletGradients forward_on_device(const Tensor& anchor, const Tensor& positive,
                                    const Tensor& negative, double margin, double p_norm,
                                    double eps, bool swap, c10::string_view reduction,
-                                   bool compute_grad) {
+                                   std::array<bool, 3> compute_grad) {
   const TripletProblem p = prepare(anchor, positive, negative, p_norm, reduction);
   const auto shape = C10_AS_INTARRAYREF_SLOW(p.shape);
   const int64_t D = shape.empty() ? 1 : shape.back();
@@ -92,16 +93,16 @@ TripletGradients forward_on_device(const Tensor& anchor, const Tensor& positive,
   const auto options = o.anchor.options();
   o.row_loss = at::empty({rows}, options.dtype(accumulation_dtype(p.dtype)));
   o.grad_scale = folded_gradient_scale(p.reduction, p.dtype, rows);
-  if (compute_grad) {
-    o.grad_anchor = cpu::empty_gradient({rows, D}, options);
-    o.grad_positive = cpu::empty_gradient({rows, D}, options);
-    o.grad_negative = cpu::empty_gradient({rows, D}, options);
+  // Only the gradients asked for (the inputs that require one) are allocated and written.
+  Tensor* gradients[] = {&o.grad_anchor, &o.grad_positive, &o.grad_negative};
+  for (int i = 0; i < 3; ++i) {
+    if (compute_grad[i]) *gradients[i] = cpu::empty_gradient({rows, D}, options);
   }
   if (rows > 0) engine({margin, p_norm, eps, swap}, o);
   const Tensor loss = reduce_row_losses(o.row_loss, p.reduction, p.dtype, rows_shape);
   const Tensor scale = row_backward_scale(p.reduction, p.dtype, rows, options.device());
   const auto gradient = [&](const Tensor& g) {
-    return compute_grad ? g.view(shape) : at::empty({0}, options);  // distinct: never alias
+    return g.defined() ? g.view(shape) : at::empty({0}, options);  // distinct: never alias
   };
   return {loss, gradient(o.grad_anchor), gradient(o.grad_positive), gradient(o.grad_negative),
           scale};
@@ -109,18 +110,19 @@ TripletGradients forward_on_device(const Tensor& anchor, const Tensor& positive,
 
 TripletGradients forward_meta(const Tensor& anchor, const Tensor& positive,
                               const Tensor& negative, double margin, double p_norm, double eps,
-                              bool swap, c10::string_view reduction, bool compute_grad) {
+                              bool swap, c10::string_view reduction,
+                              std::array<bool, 3> compute_grad) {
   const TripletProblem p = prepare(anchor, positive, negative, p_norm, reduction);
   const auto options = anchor.options().dtype(p.dtype);
   const bool none = p.reduction == at::Reduction::None;
   const c10::SymIntArrayRef shape(p.shape);
   const auto rows_shape = shape.empty() ? shape : shape.slice(0, shape.size() - 1);
-  const auto gradient = [&] {
-    return compute_grad ? at::empty_symint(shape, options) : at::empty({0}, options);
+  const auto gradient = [&](int i) {
+    return compute_grad[i] ? at::empty_symint(shape, options) : at::empty({0}, options);
   };
   const auto acc_options = options.dtype(accumulation_dtype(p.dtype));
-  return {none ? at::empty_symint(rows_shape, options) : at::empty({}, options), gradient(),
-          gradient(), gradient(),
+  return {none ? at::empty_symint(rows_shape, options) : at::empty({}, options), gradient(0),
+          gradient(1), gradient(2),
           none ? at::empty({0}, acc_options) : at::empty({}, acc_options)};
 }
 
@@ -128,7 +130,7 @@ Tensor loss_only(const Tensor& anchor, const Tensor& positive, const Tensor& neg
                  double margin, double p_norm, double eps, bool swap,
                  c10::string_view reduction) {
   return std::get<0>(triplet_margin_loss_forward(anchor, positive, negative, margin, p_norm, eps,
-                                                 swap, reduction, /*compute_grad=*/false));
+                                                 swap, reduction, {false, false, false}));
 }
 
 }  // namespace
@@ -136,7 +138,7 @@ Tensor loss_only(const Tensor& anchor, const Tensor& positive, const Tensor& neg
 TripletGradients triplet_margin_loss_forward(const Tensor& anchor, const Tensor& positive,
                                              const Tensor& negative, double margin, double p,
                                              double eps, bool swap, c10::string_view reduction,
-                                             bool compute_grad) {
+                                             std::array<bool, 3> compute_grad) {
   static auto handle = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("fusedloss::_triplet_margin_loss_forward", "")
                            .typed<decltype(forward_meta)>();
@@ -152,7 +154,7 @@ TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
       "float p=2.0, float eps=1e-06, bool swap=False, str reduction=\"mean\") -> Tensor");
   m.def(
       "_triplet_margin_loss_forward(Tensor anchor, Tensor positive, Tensor negative, "
-      "float margin, float p, float eps, bool swap, str reduction, bool compute_grad) -> "
+      "float margin, float p, float eps, bool swap, str reduction, bool[3] compute_grad) -> "
       "(Tensor loss, Tensor grad_anchor, Tensor grad_positive, Tensor grad_negative, "
       "Tensor backward_scale)");
 }

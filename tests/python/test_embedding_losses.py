@@ -113,6 +113,11 @@ def test_triplet_module_script_and_errors():
         torch.autograd.grad(FL.triplet_margin_loss(x, q, n), x, create_graph=True)
     with pytest.raises(RuntimeError, match="cannot compute the inf norm.*empty"):
         FL.triplet_margin_loss(a[:, :0], q[:, :0], n[:, :0], p=math.inf)
+    anchor = a.clone().requires_grad_()  # only the anchor takes a gradient: only its is kept
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        FL.triplet_margin_loss(anchor, q, n)
+    assert sum(t.numel() for t in saved) == a.numel() + 1  # its gradient and a 0-d scale
     nan = a.clone()
     nan[1, 2] = math.nan
     assert torch.isnan(FL.triplet_margin_loss(nan, q, n, reduction="none")[1])
@@ -124,7 +129,7 @@ def test_triplet_opcheck_and_compile(requires_grad, device):
     q, n = torch.randn(5, 4, device=device), torch.randn(1, 4, device=device)
     for reduction in REDUCTIONS:
         torch.library.opcheck(torch.ops.fusedloss._triplet_margin_loss_forward,
-                              (a.detach(), q, n, 1.0, 3.0, 1e-6, False, reduction, True))
+                              (a.detach(), q, n, 1.0, 3.0, 1e-6, False, reduction, [True, False, True]))
     if requires_grad:
         torch._dynamo.reset()
         compiled = torch.compile(lambda x: FL.triplet_margin_loss(x, q, n, swap=True), fullgraph=True,
