@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._state import StreamingState
+
 __all__ = ["calibration_error", "CalibrationError"]
 
 
@@ -86,7 +88,7 @@ def calibration_error(preds: Tensor, target: Tensor, task: str, n_bins: int = 15
     return _error(_bin_sums(preds, target, task, n_bins, num_classes, ignore_index), norm)
 
 
-class CalibrationError(torch.nn.Module):
+class CalibrationError(StreamingState):
     """Streaming calibration error: the per-bin sums are a buffer (.to(), state_dict);
     update / compute / reset / merge / forward (the batch's value, also accumulated)."""
 
@@ -102,6 +104,7 @@ class CalibrationError(torch.nn.Module):
         return _bin_sums(preds, target, self.task, self.n_bins, self.num_classes, self.ignore_index)
 
     def update(self, preds: Tensor, target: Tensor) -> None:
+        self._follow(target)
         self.bin_sums += self._batch(preds, target).to(self.bin_sums.device)
 
     def merge(self, other: "CalibrationError") -> "CalibrationError":
@@ -115,6 +118,7 @@ class CalibrationError(torch.nn.Module):
         return _error(self.bin_sums, self.norm)
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        self._follow(target)
         batch = self._batch(preds, target)
         self.bin_sums += batch.to(self.bin_sums.device)
         return _error(batch, self.norm)

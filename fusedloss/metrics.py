@@ -10,9 +10,10 @@ Regression: one pass gathers per-output float64 moments (count, target mean and 
 deviations, squared and absolute errors), merged with a numerically stable formula; R^2 never
 forms sum(y^2) - sum(y)^2 / n.
 
-The streaming classes keep those counts: update() adds a batch (on a GPU without waiting for it),
-compute() gives the metric, reset() clears, merge(other) adds another instance's state (e.g. from
-another process). Out-of-range labels raise ValueError: on the CPU in update, on CUDA in compute.
+The streaming classes are torch.nn.Modules that keep those counts in buffers (.to(), state_dict):
+update() adds a batch (on a GPU without waiting for it), compute() gives the metric, reset()
+clears, merge(other) adds another instance's state (e.g. from another process), and calling the
+module adds a batch and returns that batch's value. Out-of-range labels raise ValueError: on the CPU in update, on CUDA in compute.
 
 Threshold-free metrics (precision_recall_curve, roc, auroc, average_precision and their classes,
 binned or exact, binary / multiclass / multilabel) are in fusedloss.threshold_metrics and exported
@@ -24,6 +25,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._state import StreamingState
 from .calibration import CalibrationError, calibration_error
 from .threshold_metrics import (AUROC, ROC, AveragePrecision, PrecisionRecallCurve, auroc,
                                 average_precision, precision_recall_curve, roc)
@@ -154,74 +156,76 @@ def r2_score(preds: Tensor, target: Tensor, adjusted: int = 0,
         torch.ops.fusedloss._regression_moments(preds, target), "r2_score", adjusted, multioutput)
 
 
-class ClassificationCounts:
+class ClassificationCounts(StreamingState):
     """The shared state of the classification metrics of one task: a confusion matrix and top-k
-    hits (int64, on the device of the data), from which every metric is computed."""
+    hits (int64 buffers), from which every metric is computed. A torch.nn.Module: update,
+    compute, reset, merge, and forward (calling it) adds a batch and returns that batch's value."""
 
     metric = "accuracy"
 
     def __init__(self, task: str, num_classes: Optional[int] = None, threshold: float = 0.5,
                  top_k: int = 1, average: Optional[str] = "micro", ignore_index: Optional[int] = None,
                  zero_division: float = 0.0, beta: float = 1.0) -> None:
+        super().__init__()
         if task not in ("binary", "multiclass"):
             raise ValueError(f"fusedloss.metrics: task must be 'binary' or 'multiclass', got {task!r}")
         self.task, self.num_classes = task, _num_classes(task, num_classes)
         self.threshold, self.top_k, self.ignore_index = threshold, top_k, ignore_index
         self.average = "none" if average is None else average
         self.zero_division, self.beta = zero_division, beta
-        self.reset()
+        classes = self.num_classes
+        self.register_buffer("confusion", torch.zeros(classes, classes, dtype=torch.long))
+        self.register_buffer("top_k_hits", torch.zeros(classes, dtype=torch.long))
+        self.register_buffer("invalid", torch.zeros((), dtype=torch.long))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))  # updates: compute() needs one
 
     def reset(self) -> None:
-        self.confusion: Optional[Tensor] = None
-        self.top_k_hits: Optional[Tensor] = None
-        self.invalid: Optional[Tensor] = None
+        for buffer in (self.confusion, self.top_k_hits, self.invalid, self.count):
+            buffer.zero_()
+
+    def _add(self, confusion: Tensor, hits: Tensor, invalid: Tensor, count: Tensor) -> None:
+        self.confusion += confusion.to(self.confusion.device)
+        self.top_k_hits += hits.to(self.top_k_hits.device)
+        self.invalid += invalid.to(self.invalid.device)
+        self.count += count.to(self.count.device)
 
     def update(self, preds: Tensor, target: Tensor) -> None:
+        self._follow(target)
         confusion, hits, invalid = torch.ops.fusedloss._classification_counts(
             preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
-        if self.confusion is None:
-            self.confusion, self.top_k_hits, self.invalid = confusion, hits, invalid
-        else:
-            self.confusion += confusion.to(self.confusion.device)
-            self.top_k_hits += hits.to(self.top_k_hits.device)
-            self.invalid += invalid.to(self.invalid.device)
+        self._add(confusion, hits, invalid, torch.ones((), dtype=torch.long))
 
     def merge(self, other: "ClassificationCounts") -> "ClassificationCounts":
         if (other.task, other.num_classes, other.top_k) != (self.task, self.num_classes, self.top_k):
             raise ValueError("fusedloss.metrics: cannot merge states of different task, num_classes or top_k")
-        if other.confusion is not None:
-            if self.confusion is None:
-                self.confusion = other.confusion.clone()
-                self.top_k_hits, self.invalid = other.top_k_hits.clone(), other.invalid.clone()
-            else:
-                self.confusion += other.confusion.to(self.confusion.device)
-                self.top_k_hits += other.top_k_hits.to(self.top_k_hits.device)
-                self.invalid += other.invalid.to(self.invalid.device)
+        self._add(other.confusion, other.top_k_hits, other.invalid, other.count)
         return self
+
+    def _value(self, metric: Optional[str], confusion: Tensor, hits: Tensor, invalid: Tensor) -> Tensor:
+        metric = metric or self.metric
+        beta = 1.0 if metric == "f1" else self.beta
+        return torch.ops.fusedloss._classification_metric(
+            confusion, hits, invalid, "fbeta" if metric == "f1" else metric,
+            self.task, self.average, beta, self.zero_division, self.top_k if metric == "accuracy" else 1)
 
     def compute(self, metric: Optional[str] = None) -> Tensor:
         """This instance's metric, or another one of the same counts ('accuracy', 'precision',
         'recall', 'fbeta', 'f1', 'confusion_matrix', 'stat_scores')."""
-        metric = metric or self.metric
-        if self.confusion is None:
+        if not self.count.item():
             raise RuntimeError("fusedloss.metrics: compute() before any update()")
-        beta = 1.0 if metric == "f1" else self.beta
-        return torch.ops.fusedloss._classification_metric(
-            self.confusion, self.top_k_hits, self.invalid, "fbeta" if metric == "f1" else metric,
-            self.task, self.average, beta, self.zero_division, self.top_k if metric == "accuracy" else 1)
+        return self._value(metric, self.confusion, self.top_k_hits, self.invalid)
 
     def compute_all(self) -> Dict[str, Tensor]:
         """Accuracy, precision, recall and F1 from the one state."""
         return {m: self.compute(m) for m in ("accuracy", "precision", "recall", "f1")}
 
-    def __call__(self, preds: Tensor, target: Tensor) -> Tensor:
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """Adds the batch and returns the metric of that batch alone (as a torchmetrics forward)."""
-        batch = type(self).__new__(type(self))
-        batch.__dict__.update(self.__dict__)
-        batch.reset()
-        batch.update(preds, target)
-        self.merge(batch)
-        return batch.compute()
+        self._follow(target)
+        confusion, hits, invalid = torch.ops.fusedloss._classification_counts(
+            preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
+        self._add(confusion, hits, invalid, torch.ones((), dtype=torch.long))
+        return self._value(None, confusion, hits, invalid)
 
 
 class Accuracy(ClassificationCounts):
@@ -252,44 +256,65 @@ class StatScores(ClassificationCounts):
     metric = "stat_scores"
 
 
-class RegressionMoments:
-    """The shared state of the regression metrics: per-output float64 moments."""
+class RegressionMoments(StreamingState):
+    """The shared state of the regression metrics: per-output float64 moments (a buffer). A
+    torch.nn.Module: update, compute, reset, merge, and forward adds a batch and returns that
+    batch's value."""
 
     metric = "mean_squared_error"
 
     def __init__(self, num_outputs: int = 1, squared: bool = True, adjusted: int = 0,
                  multioutput: str = "uniform_average") -> None:
+        super().__init__()
         self.num_outputs, self.squared = num_outputs, squared
         self.adjusted, self.multioutput = adjusted, multioutput
-        self.reset()
+        # (outputs, moments); R² takes its outputs from the data's columns on the first update.
+        self.register_buffer("moments", torch.zeros(num_outputs, 5, dtype=torch.float64))
 
     def reset(self) -> None:
-        self.moments: Optional[Tensor] = None
+        self.moments.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        saved = state_dict.get(prefix + "moments")
+        if saved is not None and saved.shape != self.moments.shape:  # R²: the outputs of its data
+            self.moments = torch.zeros(saved.shape, dtype=self.moments.dtype, device=self.moments.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _batch_moments(self, preds: Tensor, target: Tensor) -> Tensor:
         if self.metric == "r2_score":
             return torch.ops.fusedloss._regression_moments(preds, target)
         return _moments(preds, target, self.num_outputs)
 
+    def _add(self, batch: Tensor) -> None:
+        if batch.shape != self.moments.shape and not self.moments[:, 0].any():
+            self.moments = torch.zeros_like(batch)  # no samples yet: take the data's outputs
+        self.moments = torch.ops.fusedloss._merge_regression_moments(self.moments, batch.to(self.moments.device))
+
     def update(self, preds: Tensor, target: Tensor) -> None:
-        batch = self._batch_moments(preds, target)
-        self.moments = batch if self.moments is None else torch.ops.fusedloss._merge_regression_moments(
-            self.moments, batch.to(self.moments.device))
+        self._follow(target)
+        self._add(self._batch_moments(preds, target))
 
     def merge(self, other: "RegressionMoments") -> "RegressionMoments":
-        if other.moments is not None:
-            self.moments = other.moments.clone() if self.moments is None else \
-                torch.ops.fusedloss._merge_regression_moments(self.moments, other.moments.to(self.moments.device))
+        self._add(other.moments)
         return self
 
-    def compute(self) -> Tensor:
-        if self.moments is None:
-            raise RuntimeError("fusedloss.metrics: compute() before any update()")
+    def _value(self, moments: Tensor) -> Tensor:
         metric = self.metric
         if metric == "mean_squared_error" and not self.squared:
             metric = "root_mean_squared_error"
         multioutput = self.multioutput if metric == "r2_score" else _per_output(self.num_outputs)
-        return torch.ops.fusedloss._regression_metric(self.moments, metric, self.adjusted, multioutput)
+        return torch.ops.fusedloss._regression_metric(moments, metric, self.adjusted, multioutput)
+
+    def compute(self) -> Tensor:
+        if not self.moments[:, 0].any():
+            raise RuntimeError("fusedloss.metrics: compute() before any update()")
+        return self._value(self.moments)
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        self._follow(target)
+        batch = self._batch_moments(preds, target)
+        self._add(batch)
+        return self._value(batch)
 
 
 class MeanSquaredError(RegressionMoments):

@@ -21,6 +21,8 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._state import StreamingState
+
 Thresholds = Optional[Union[int, List[float], Tensor]]
 Curve = Tuple[Tensor, Tensor, Tensor]
 
@@ -321,7 +323,7 @@ def average_precision(preds: Tensor, target: Tensor, task: str, thresholds: Thre
     return _ap_of(counts, histogram, kept, average)
 
 
-class _ThresholdMetric(torch.nn.Module):
+class _ThresholdMetric(StreamingState):
     """A streaming threshold metric as a module: update / compute / reset / merge / forward, with
     torchmetrics' arguments. Binned: the histogram (and the thresholds) are buffers, so .to(),
     state_dict and load_state_dict carry them. Exact: the scores are kept in a list (not in the
@@ -355,6 +357,7 @@ class _ThresholdMetric(torch.nn.Module):
         return histogram, invalid, None
 
     def update(self, preds: Tensor, target: Tensor) -> None:
+        self._follow(target)
         histogram, invalid, kept = self._batch(preds, target)
         if kept is not None:
             self._kept.append(kept)
@@ -398,6 +401,7 @@ class _ThresholdMetric(torch.nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor):
         """The metric of this batch alone; the batch is also added to the state."""
+        self._follow(target)
         histogram, invalid, kept = self._batch(preds, target)
         if kept is not None:
             self._kept.append(kept)

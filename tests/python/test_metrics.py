@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fusedloss
+from tolerances import assert_close
 
 tm = pytest.importorskip("torchmetrics", reason="torchmetrics not installed (tools/install_deps.sh installs it)")
 import torchmetrics.functional as TMF  # noqa: E402
@@ -314,3 +315,30 @@ def test_float64_scores_are_compared_in_float64(device):
     # ... and class 0 is not predicted (with float32 rounding it would be, first on the tie).
     wrong = M.accuracy(scores, torch.tensor([0, 0, 0, 0], device=device), task="multiclass", num_classes=3)
     assert wrong.item() == 0.0
+
+
+def test_metric_classes_are_modules_with_buffers():
+    g = torch.Generator().manual_seed(9)
+    scores, target = torch.randn(60, 5, generator=g), torch.randint(5, (60,), generator=g)
+    f1 = M.F1Score("multiclass", num_classes=5, average="macro")
+    assert isinstance(f1, torch.nn.Module)
+    batch_value = f1(scores[:30], target[:30])
+    assert torch.equal(batch_value, M.f1_score(scores[:30], target[:30], "multiclass", num_classes=5, average="macro"))
+    f1.update(scores[30:], target[30:])
+    restored = M.F1Score("multiclass", num_classes=5, average="macro")
+    restored.load_state_dict(f1.state_dict())
+    expected = M.f1_score(scores, target, "multiclass", num_classes=5, average="macro")
+    assert torch.equal(restored.compute(), expected) and torch.equal(f1.compute(), expected)
+    assert set(f1.state_dict()) == {"confusion", "top_k_hits", "invalid", "count"}
+    f1.reset()
+    with pytest.raises(RuntimeError, match="before any update"):
+        f1.compute()
+    preds, y = torch.randn(40, 2, generator=g), torch.randn(40, 2, generator=g)
+    r2 = M.R2Score()
+    assert torch.equal(r2(preds[:20], y[:20]), M.r2_score(preds[:20], y[:20]))
+    r2.update(preds[20:], y[20:])
+    copy = M.R2Score()
+    copy.load_state_dict(r2.state_dict())
+    assert_close(copy.compute(), M.r2_score(preds, y))
+    assert r2.to(torch.float32).moments.dtype == torch.float64  # casts leave the state's dtype alone
+    assert_close(r2.half().compute(), M.r2_score(preds, y))
