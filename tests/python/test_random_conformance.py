@@ -119,6 +119,68 @@ def test_multiclass_losses(data):
             x, x64, dtype)
 
 
+def _compare(ours_fn, ref_fn, inputs, dtype, broadcast=()):
+    """Values and the gradients of `inputs` (in dtype) against the float64 oracle; inputs whose
+    index is in `broadcast` sum rows rounded to the dtype, so they are compared scaled."""
+    from tolerances import assert_close, assert_close_scaled
+    ours_in = [x.clone().requires_grad_() for x in inputs]
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    ours, expected = ours_fn(*ours_in), ref_fn(*ref_in)
+    assert ours.dtype == dtype and ours.shape == expected.shape
+    assert_close(ours.double(), expected.detach().to(dtype).double(), dtype)
+    grad_output = torch.rand_like(expected) + 0.5
+    ours.backward(grad_output.to(dtype))
+    expected.backward(grad_output.to(dtype).double())
+    for i, (a, b) in enumerate(zip(ours_in, ref_in)):
+        b_grad = b.grad if b.grad is not None else torch.zeros_like(b)
+        if i in broadcast:
+            assert_close_scaled(a.grad, b_grad, dtype, f"grad {i}")
+        else:
+            assert_close(a.grad.double(), b_grad.to(dtype).double(), dtype)
+
+
+@given(data=st.data())
+def test_row_losses(data):
+    import torch.nn.functional as F
+
+    import test_distillation as distillation
+    import test_embedding_losses as embedding
+    import test_multilabel_margin as multilabel
+    dtype = data.draw(st.sampled_from(DTYPES))
+    reduction = data.draw(st.sampled_from(["none", "mean", "sum"]))
+    rows, width = data.draw(st.integers(0, 6)), data.draw(st.integers(1, 40))
+    seed = data.draw(st.integers(0, 99))
+    g = torch.Generator().manual_seed(seed)
+    name = data.draw(st.sampled_from(["triplet", "multilabel_margin", "jsd"]))
+    if name == "triplet":
+        shape = (rows, width) if data.draw(st.booleans()) else (width,)
+        negative_shape = data.draw(st.sampled_from([shape, (1,) + shape[1:]])) if len(shape) == 2 else shape
+        inputs = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in (shape, shape, negative_shape)]
+        inputs = [data.draw(layouts(x)) for x in inputs]
+        p = data.draw(st.sampled_from([2.0, 1.0, 3.0, 0.5]))
+        swap = data.draw(st.booleans())
+        broadcast = (2,) if negative_shape != shape else ()
+        _compare(lambda a, q, n: embedding.FL.triplet_margin_loss(a, q, n, margin=0.75, p=p, swap=swap, reduction=reduction),
+                 lambda a, q, n: F.triplet_margin_loss(a, q, n, margin=0.75, p=p, swap=swap, reduction=reduction),
+                 inputs, dtype, broadcast)
+    elif name == "multilabel_margin":
+        assume(reduction != "mean" or rows > 0)  # torch's empty 'mean' is uninitialized memory
+        x = torch.randn(rows, width, generator=g, dtype=torch.float64).to(dtype)
+        target = multilabel.label_rows(rows, width, g) if rows else torch.zeros(0, width, dtype=torch.long)
+        _compare(lambda v: multilabel.FL.multilabel_margin_loss(v, target, reduction=reduction),
+                 lambda v: F.multilabel_margin_loss(v, target, reduction=reduction), [data.draw(layouts(x))], dtype)
+    else:
+        student = torch.randn(rows, width, generator=g, dtype=torch.float64).to(dtype) * 2
+        teacher = torch.randn(rows, width, generator=g, dtype=torch.float64).to(dtype) * 2
+        labels = torch.randint(-1, 2, (rows,), generator=g) if data.draw(st.booleans()) else None
+        beta = data.draw(st.sampled_from([0.0, 0.3, 1.0]))
+        temperature = data.draw(st.sampled_from([1.0, 2.0]))
+        _compare(lambda s: distillation.FL.jensen_shannon_divergence(s, teacher, labels, beta=beta, temperature=temperature,
+                                                                     ignore_index=-1, reduction=reduction),
+                 lambda s: distillation.jsd_reference(s, teacher.double(), labels, beta, temperature, -1, reduction),
+                 [data.draw(layouts(student))], dtype)
+
+
 @given(data=st.data())
 def test_linear_cross_entropy(data):
     import test_linear_cross_entropy as linear
