@@ -1,7 +1,7 @@
 """Evaluation metrics on fused counting kernels, with torchmetrics' names, arguments and results.
 
-Classification (task='binary' or 'multiclass'): one pass over preds and target counts a
-confusion matrix (int64) and top-k hits; accuracy, precision, recall, F-scores and stat scores
+Classification (task='binary', 'multiclass' or 'multilabel'): one pass over preds and target
+counts a confusion matrix (int64; per label (L, 2, 2) for multilabel) and top-k hits; accuracy, precision, recall, F-scores and stat scores
 all come from those counts. Binary float preds are probabilities, or logits when a batch has
 values outside [0, 1] (a sigmoid is applied then, as torchmetrics does), thresholded at
 `threshold`. Multiclass preds are scores (N, C, ...) (argmax, or top-k for accuracy) or labels.
@@ -25,6 +25,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from . import multilabel_metrics as multilabel
 from ._state import StreamingState
 from .calibration import CalibrationError, calibration_error
 from .threshold_metrics import (AUROC, ROC, AveragePrecision, PrecisionRecallCurve, auroc,
@@ -58,7 +59,12 @@ def _counts(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int]
 
 def _classification(metric: str, preds: Tensor, target: Tensor, task: str, num_classes: Optional[int],
                     threshold: float, average: Optional[str], top_k: int, ignore_index: Optional[int],
-                    beta: float = 1.0, zero_division: float = 0.0) -> Tensor:
+                    beta: float = 1.0, zero_division: float = 0.0, num_labels: Optional[int] = None) -> Tensor:
+    if task not in ("binary", "multiclass", "multilabel"):
+        raise ValueError(f"fusedloss.metrics: task must be 'binary', 'multiclass' or 'multilabel', got '{task}'")
+    if task == "multilabel":
+        confusion, invalid = multilabel.counts(preds, target, num_labels, threshold, ignore_index)
+        return multilabel.reduce(confusion, invalid, metric, average, beta, zero_division)
     confusion, hits, invalid = _counts(preds, target, task, num_classes, threshold, top_k, ignore_index)
     return torch.ops.fusedloss._classification_metric(
         confusion, hits, invalid, metric, task, "none" if average is None else average, beta,
@@ -67,57 +73,63 @@ def _classification(metric: str, preds: Tensor, target: Tensor, task: str, num_c
 
 def accuracy(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
              num_classes: Optional[int] = None, average: Optional[str] = "micro", top_k: int = 1,
-             ignore_index: Optional[int] = None) -> Tensor:
-    """Share of correct predictions (multiclass: of the target in the top_k scores)."""
+             ignore_index: Optional[int] = None, num_labels: Optional[int] = None) -> Tensor:
+    """Share of correct predictions (multiclass: of the target in the top_k scores; multilabel: of
+    the (sample, label) decisions)."""
     return _classification("accuracy", preds, target, task, num_classes, threshold, average, top_k,
-                           ignore_index)
+                           ignore_index, num_labels=num_labels)
 
 
 def precision(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
               num_classes: Optional[int] = None, average: Optional[str] = "micro",
-              ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+              ignore_index: Optional[int] = None, zero_division: float = 0.0,
+              num_labels: Optional[int] = None) -> Tensor:
     """tp / (tp + fp); zero_division where nothing was predicted positive."""
     return _classification("precision", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index, zero_division=zero_division)
+                           ignore_index, zero_division=zero_division, num_labels=num_labels)
 
 
 def recall(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
            num_classes: Optional[int] = None, average: Optional[str] = "micro",
-           ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+           ignore_index: Optional[int] = None, zero_division: float = 0.0,
+           num_labels: Optional[int] = None) -> Tensor:
     """tp / (tp + fn); zero_division where a class has no positives."""
     return _classification("recall", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index, zero_division=zero_division)
+                           ignore_index, zero_division=zero_division, num_labels=num_labels)
 
 
 def fbeta_score(preds: Tensor, target: Tensor, task: str, beta: float = 1.0, threshold: float = 0.5,
                 num_classes: Optional[int] = None, average: Optional[str] = "micro",
-                ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+                ignore_index: Optional[int] = None, zero_division: float = 0.0,
+                num_labels: Optional[int] = None) -> Tensor:
     """(1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp)."""
     return _classification("fbeta", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index, beta=beta, zero_division=zero_division)
+                           ignore_index, beta=beta, zero_division=zero_division, num_labels=num_labels)
 
 
 def f1_score(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
              num_classes: Optional[int] = None, average: Optional[str] = "micro",
-             ignore_index: Optional[int] = None, zero_division: float = 0.0) -> Tensor:
+             ignore_index: Optional[int] = None, zero_division: float = 0.0,
+             num_labels: Optional[int] = None) -> Tensor:
     """Harmonic mean of precision and recall (fbeta_score with beta = 1)."""
     return fbeta_score(preds, target, task, 1.0, threshold, num_classes, average, ignore_index,
-                       zero_division)
+                       zero_division, num_labels)
 
 
 def confusion_matrix(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
-                     num_classes: Optional[int] = None, ignore_index: Optional[int] = None) -> Tensor:
-    """int64 counts, rows = target class, columns = predicted class."""
+                     num_classes: Optional[int] = None, ignore_index: Optional[int] = None,
+                     num_labels: Optional[int] = None) -> Tensor:
+    """int64 counts, rows = target class, columns = predicted class (multilabel: (L, 2, 2))."""
     return _classification("confusion_matrix", preds, target, task, num_classes, threshold, "micro",
-                           1, ignore_index)
+                           1, ignore_index, num_labels=num_labels)
 
 
 def stat_scores(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
                 num_classes: Optional[int] = None, average: Optional[str] = "micro",
-                ignore_index: Optional[int] = None) -> Tensor:
-    """[tp, fp, tn, fn, support], per class for average='none'."""
+                ignore_index: Optional[int] = None, num_labels: Optional[int] = None) -> Tensor:
+    """[tp, fp, tn, fn, support], per class (label) for average='none'."""
     return _classification("stat_scores", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index)
+                           ignore_index, num_labels=num_labels)
 
 
 def _moments(preds: Tensor, target: Tensor, num_outputs: int = 1) -> Tensor:
@@ -165,16 +177,19 @@ class ClassificationCounts(StreamingState):
 
     def __init__(self, task: str, num_classes: Optional[int] = None, threshold: float = 0.5,
                  top_k: int = 1, average: Optional[str] = "micro", ignore_index: Optional[int] = None,
-                 zero_division: float = 0.0, beta: float = 1.0) -> None:
+                 zero_division: float = 0.0, beta: float = 1.0, num_labels: Optional[int] = None) -> None:
         super().__init__()
-        if task not in ("binary", "multiclass"):
-            raise ValueError(f"fusedloss.metrics: task must be 'binary' or 'multiclass', got {task!r}")
-        self.task, self.num_classes = task, _num_classes(task, num_classes)
+        if task not in ("binary", "multiclass", "multilabel"):
+            raise ValueError(f"fusedloss.metrics: task must be 'binary', 'multiclass' or 'multilabel', got {task!r}")
+        if task == "multilabel" and num_labels is None:
+            raise ValueError("fusedloss.metrics: task='multilabel' needs num_labels")
+        self.task, self.num_classes, self.num_labels = task, _num_classes(task, num_classes), num_labels
         self.threshold, self.top_k, self.ignore_index = threshold, top_k, ignore_index
         self.average = "none" if average is None else average
         self.zero_division, self.beta = zero_division, beta
         classes = self.num_classes
-        self.register_buffer("confusion", torch.zeros(classes, classes, dtype=torch.long))
+        shape = (num_labels, 2, 2) if task == "multilabel" else (classes, classes)  # multilabel: per label
+        self.register_buffer("confusion", torch.zeros(shape, dtype=torch.long))
         self.register_buffer("top_k_hits", torch.zeros(classes, dtype=torch.long))
         self.register_buffer("invalid", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # updates: compute() needs one
@@ -189,11 +204,17 @@ class ClassificationCounts(StreamingState):
         self.invalid += invalid.to(self.invalid.device)
         self.count += count.to(self.count.device)
 
+    def _batch(self, preds: Tensor, target: Tensor):
+        if self.task == "multilabel":
+            confusion, invalid = multilabel.counts(preds, target, self.num_labels, self.threshold,
+                                                   self.ignore_index)
+            return confusion, torch.zeros_like(self.top_k_hits, device=confusion.device), invalid
+        return torch.ops.fusedloss._classification_counts(
+            preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
+
     def update(self, preds: Tensor, target: Tensor) -> None:
         self._follow(target)
-        confusion, hits, invalid = torch.ops.fusedloss._classification_counts(
-            preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
-        self._add(confusion, hits, invalid, torch.ones((), dtype=torch.long))
+        self._add(*self._batch(preds, target), torch.ones((), dtype=torch.long))
 
     def merge(self, other: "ClassificationCounts") -> "ClassificationCounts":
         if (other.task, other.num_classes, other.top_k) != (self.task, self.num_classes, self.top_k):
@@ -204,6 +225,9 @@ class ClassificationCounts(StreamingState):
     def _value(self, metric: Optional[str], confusion: Tensor, hits: Tensor, invalid: Tensor) -> Tensor:
         metric = metric or self.metric
         beta = 1.0 if metric == "f1" else self.beta
+        if self.task == "multilabel":
+            return multilabel.reduce(confusion, invalid, "fbeta" if metric == "f1" else metric, self.average,
+                                     beta, self.zero_division)
         return torch.ops.fusedloss._classification_metric(
             confusion, hits, invalid, "fbeta" if metric == "f1" else metric,
             self.task, self.average, beta, self.zero_division, self.top_k if metric == "accuracy" else 1)
@@ -222,8 +246,7 @@ class ClassificationCounts(StreamingState):
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """Adds the batch and returns the metric of that batch alone (as a torchmetrics forward)."""
         self._follow(target)
-        confusion, hits, invalid = torch.ops.fusedloss._classification_counts(
-            preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
+        confusion, hits, invalid = self._batch(preds, target)
         self._add(confusion, hits, invalid, torch.ones((), dtype=torch.long))
         return self._value(None, confusion, hits, invalid)
 

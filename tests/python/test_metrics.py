@@ -223,7 +223,9 @@ def test_bad_input_is_a_clear_error(device):
         M.accuracy(scores, target[:9], "multiclass", num_classes=4)
     with pytest.raises(ValueError, match="C = num_classes \\(5\\)"):
         M.accuracy(scores, target, "multiclass", num_classes=5)
-    with pytest.raises(ValueError, match="task must be 'binary' or 'multiclass'"):
+    with pytest.raises(ValueError, match="task must be 'binary', 'multiclass' or 'multilabel', got 'multitask'"):
+        M.accuracy(scores, target, "multitask", num_classes=4)
+    with pytest.raises(ValueError, match="task='multilabel' needs num_labels"):
         M.accuracy(scores, target, "multilabel", num_classes=4)
     bad = target.clone()
     bad[3] = 7
@@ -342,3 +344,29 @@ def test_metric_classes_are_modules_with_buffers():
     assert_close(copy.compute(), M.r2_score(preds, y))
     assert r2.to(torch.float32).moments.dtype == torch.float64  # casts leave the state's dtype alone
     assert_close(r2.half().compute(), M.r2_score(preds, y))
+
+
+@pytest.mark.parametrize("average", ["micro", "macro", "weighted", "none"])
+@pytest.mark.parametrize("logits", [False, True])
+def test_multilabel_task_matches_torchmetrics(average, logits):
+    import torchmetrics.functional.classification as C
+    g = torch.Generator().manual_seed(10)
+    p = torch.rand(200, 5, generator=g)
+    p[::11] = 0.5  # on the threshold: not above it, as torchmetrics
+    t = (torch.rand(200, 5, generator=g) < p).long()
+    t[::7, 2] = -1
+    preds = torch.logit(p.clamp(1e-4, 1 - 1e-4)) if logits else p
+    kw = dict(average=average, ignore_index=-1)
+    for ours, theirs in ((M.accuracy, C.multilabel_accuracy), (M.precision, C.multilabel_precision),
+                         (M.recall, C.multilabel_recall), (M.f1_score, C.multilabel_f1_score),
+                         (M.stat_scores, C.multilabel_stat_scores)):
+        assert_close(ours(preds, t, "multilabel", num_labels=5, **kw).double(), theirs(preds, t, 5, **kw).double(),
+                     torch.float32)  # torchmetrics divides in float32
+    assert torch.equal(M.confusion_matrix(preds, t, "multilabel", num_labels=5, ignore_index=-1),
+                       C.multilabel_confusion_matrix(preds, t, 5, ignore_index=-1))
+    f1 = M.F1Score("multilabel", num_labels=5, **kw)
+    f1(preds[:90], t[:90])
+    f1.update(preds[90:], t[90:])
+    assert_close(f1.compute().double(), C.multilabel_f1_score(preds, t, 5, **kw).double(), torch.float32)
+    with pytest.raises(ValueError, match=r"multilabel expects preds and target of shape \(N, 5, ...\)"):
+        M.accuracy(preds[:, :4], t, "multilabel", num_labels=5)
