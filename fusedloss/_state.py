@@ -1,5 +1,8 @@
 """The base of the metric modules: a state in buffers that follows the data to its device and
-keeps its dtype."""
+keeps its dtype, and the one protocol (a batch's state, added to the state; its value) through
+which update(), forward() and MetricCollection share a counting pass."""
+
+from typing import Any, Hashable
 
 import torch
 from torch import Tensor
@@ -32,3 +35,29 @@ class StreamingState(torch.nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._updated = True  # a loaded state stays where it was put
+
+    # ---- the protocol each metric implements ----
+    def _state_key(self) -> Hashable:
+        """Metrics with equal keys have equal batch states (MetricCollection computes it once)."""
+        return id(self)
+
+    def _batch_state(self, preds: Tensor, target: Tensor) -> Any:
+        raise NotImplementedError
+
+    def _add_batch_state(self, state: Any) -> None:
+        raise NotImplementedError
+
+    def _batch_value(self, state: Any) -> Any:
+        raise NotImplementedError
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Adds a batch (on a GPU without waiting for it)."""
+        self._follow(target)
+        self._add_batch_state(self._batch_state(preds, target))
+
+    def forward(self, preds: Tensor, target: Tensor) -> Any:
+        """Adds a batch and returns the metric of that batch alone (as a torchmetrics forward)."""
+        self._follow(target)
+        state = self._batch_state(preds, target)
+        self._add_batch_state(state)
+        return self._batch_value(state)

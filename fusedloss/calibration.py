@@ -100,12 +100,17 @@ class CalibrationError(StreamingState):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.register_buffer("bin_sums", torch.zeros(3, n_bins + 1, dtype=torch.float64))
 
-    def _batch(self, preds: Tensor, target: Tensor) -> Tensor:
+    def _state_key(self):
+        return ("calibration", self.task, self.n_bins, self.num_classes, self.ignore_index)
+
+    def _batch_state(self, preds: Tensor, target: Tensor) -> Tensor:
         return _bin_sums(preds, target, self.task, self.n_bins, self.num_classes, self.ignore_index)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        self._follow(target)
-        self.bin_sums += self._batch(preds, target).to(self.bin_sums.device)
+    def _add_batch_state(self, state: Tensor) -> None:
+        self.bin_sums += state.to(self.bin_sums.device)
+
+    def _batch_value(self, state: Tensor) -> Tensor:
+        return _error(state, self.norm)
 
     def merge(self, other: "CalibrationError") -> "CalibrationError":
         self.bin_sums += other.bin_sums.to(self.bin_sums.device)
@@ -116,9 +121,3 @@ class CalibrationError(StreamingState):
 
     def compute(self) -> Tensor:
         return _error(self.bin_sums, self.norm)
-
-    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
-        self._follow(target)
-        batch = self._batch(preds, target)
-        self.bin_sums += batch.to(self.bin_sums.device)
-        return _error(batch, self.norm)

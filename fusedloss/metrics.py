@@ -28,6 +28,7 @@ from torch import Tensor
 from . import multilabel_metrics as multilabel
 from ._state import StreamingState
 from .calibration import CalibrationError, calibration_error
+from .metric_collection import MetricCollection
 from .threshold_metrics import (AUROC, ROC, AveragePrecision, PrecisionRecallCurve, auroc,
                                 average_precision, precision_recall_curve, roc)
 
@@ -39,7 +40,7 @@ __all__ = [
     "MeanAbsoluteError", "R2Score",
     "precision_recall_curve", "roc", "auroc", "average_precision",
     "PrecisionRecallCurve", "ROC", "AUROC", "AveragePrecision",
-    "calibration_error", "CalibrationError",
+    "calibration_error", "CalibrationError", "MetricCollection",
 ]
 
 
@@ -204,7 +205,11 @@ class ClassificationCounts(StreamingState):
         self.invalid += invalid.to(self.invalid.device)
         self.count += count.to(self.count.device)
 
-    def _batch(self, preds: Tensor, target: Tensor):
+    def _state_key(self):
+        return ("counts", self.task, self.num_classes, self.num_labels, self.threshold, self.top_k,
+                self.ignore_index)
+
+    def _batch_state(self, preds: Tensor, target: Tensor):
         if self.task == "multilabel":
             confusion, invalid = multilabel.counts(preds, target, self.num_labels, self.threshold,
                                                    self.ignore_index)
@@ -212,9 +217,11 @@ class ClassificationCounts(StreamingState):
         return torch.ops.fusedloss._classification_counts(
             preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        self._follow(target)
-        self._add(*self._batch(preds, target), torch.ones((), dtype=torch.long))
+    def _add_batch_state(self, state) -> None:
+        self._add(*state, torch.ones((), dtype=torch.long))
+
+    def _batch_value(self, state) -> Tensor:
+        return self._value(None, *state)
 
     def merge(self, other: "ClassificationCounts") -> "ClassificationCounts":
         if (other.task, other.num_classes, other.top_k) != (self.task, self.num_classes, self.top_k):
@@ -242,13 +249,6 @@ class ClassificationCounts(StreamingState):
     def compute_all(self) -> Dict[str, Tensor]:
         """Accuracy, precision, recall and F1 from the one state."""
         return {m: self.compute(m) for m in ("accuracy", "precision", "recall", "f1")}
-
-    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
-        """Adds the batch and returns the metric of that batch alone (as a torchmetrics forward)."""
-        self._follow(target)
-        confusion, hits, invalid = self._batch(preds, target)
-        self._add(confusion, hits, invalid, torch.ones((), dtype=torch.long))
-        return self._value(None, confusion, hits, invalid)
 
 
 class Accuracy(ClassificationCounts):
@@ -313,9 +313,17 @@ class RegressionMoments(StreamingState):
             self.moments = torch.zeros_like(batch)  # no samples yet: take the data's outputs
         self.moments = torch.ops.fusedloss._merge_regression_moments(self.moments, batch.to(self.moments.device))
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        self._follow(target)
-        self._add(self._batch_moments(preds, target))
+    def _state_key(self):
+        return ("moments", self.metric == "r2_score", self.num_outputs)
+
+    def _batch_state(self, preds: Tensor, target: Tensor) -> Tensor:
+        return self._batch_moments(preds, target)
+
+    def _add_batch_state(self, state: Tensor) -> None:
+        self._add(state)
+
+    def _batch_value(self, state: Tensor) -> Tensor:
+        return self._value(state)
 
     def merge(self, other: "RegressionMoments") -> "RegressionMoments":
         self._add(other.moments)
@@ -332,12 +340,6 @@ class RegressionMoments(StreamingState):
         if not self.moments[:, 0].any():
             raise RuntimeError("fusedloss.metrics: compute() before any update()")
         return self._value(self.moments)
-
-    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
-        self._follow(target)
-        batch = self._batch_moments(preds, target)
-        self._add(batch)
-        return self._value(batch)
 
 
 class MeanSquaredError(RegressionMoments):

@@ -341,29 +341,38 @@ class _ThresholdMetric(StreamingState):
         state_task, state_classes = ("binary", 1) if self._flatten else (task, classes)
         bins = _thresholds(thresholds)
         self._counts = _Counts(state_task, bins, state_classes, ignore_index)
+        self._key = ("threshold histogram", self._flatten, state_task, state_classes, ignore_index,
+                     None if bins is None else (bins.dtype, tuple(bins.tolist())))
         self._kept: List[Tuple[Tensor, Tensor]] = []
         if bins is not None:
             self.register_buffer("thresholds", bins)
             self.register_buffer("histogram", torch.zeros(state_classes, 2, bins.numel() + 1, dtype=torch.long))
             self.register_buffer("invalid", torch.zeros((), dtype=torch.long))
 
-    def _batch(self, preds: Tensor, target: Tensor):
+    def _state_key(self):
+        return self._key
+
+    def _batch_state(self, preds: Tensor, target: Tensor):
+        """(histogram, invalid count) when binned, (scores, target) when exact."""
         if self._flatten:
             preds, target = preds.reshape(-1), target.reshape(-1)
         c = self._counts
         if c.thresholds is None:
-            return None, None, _exact_batch(preds, target, c.task, c.ignore_index)
-        histogram, invalid = _histogram(preds, target, c.task, self.thresholds, c.classes, c.ignore_index)
-        return histogram, invalid, None
+            return _exact_batch(preds, target, c.task, c.ignore_index)
+        return _histogram(preds, target, c.task, self.thresholds, c.classes, c.ignore_index)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        self._follow(target)
-        histogram, invalid, kept = self._batch(preds, target)
-        if kept is not None:
-            self._kept.append(kept)
+    def _add_batch_state(self, state) -> None:
+        if self._counts.thresholds is None:
+            self._kept.append(state)
         else:
-            self.histogram += histogram.to(self.histogram.device)
-            self.invalid += invalid.to(self.invalid.device)
+            self.histogram += state[0].to(self.histogram.device)
+            self.invalid += state[1].to(self.invalid.device)
+
+    def _batch_value(self, state):
+        if self._counts.thresholds is None:
+            return self._value(None, [state])
+        _raise_if_invalid(state[1])
+        return self._value(state[0], [])
 
     def merge(self, other: "_ThresholdMetric") -> "_ThresholdMetric":
         """Adds another instance's state (e.g. another process's) to this one."""
@@ -398,18 +407,6 @@ class _ThresholdMetric(StreamingState):
             raise RuntimeError(f"{type(self).__name__}.compute() before any update")
         scores, target = zip(*self._kept)
         return self._value(None, [(torch.cat(scores), torch.cat(target))])
-
-    def forward(self, preds: Tensor, target: Tensor):
-        """The metric of this batch alone; the batch is also added to the state."""
-        self._follow(target)
-        histogram, invalid, kept = self._batch(preds, target)
-        if kept is not None:
-            self._kept.append(kept)
-            return self._value(None, [kept])
-        self.histogram += histogram.to(self.histogram.device)
-        self.invalid += invalid.to(self.invalid.device)
-        _raise_if_invalid(invalid)
-        return self._value(histogram, [])
 
 
 class PrecisionRecallCurve(_ThresholdMetric):

@@ -246,3 +246,35 @@ def test_calibration_error_matches_torchmetrics(norm, logits):
     assert metric.bin_sums.shape == (3, 16)
     with pytest.raises(ValueError, match="norm must be 'l1', 'l2' or 'max', got 'l3'"):
         M.CalibrationError("binary", norm="l3")
+
+
+def test_metric_collection_shares_one_pass_per_state(monkeypatch):
+    preds, target = binary_data()
+    target = target.clamp_min(0)
+    collection = M.MetricCollection({"auroc": M.AUROC("binary", thresholds=50),
+                                     "ap": M.AveragePrecision("binary", thresholds=50),
+                                     "f1": M.F1Score("binary"), "accuracy": M.Accuracy("binary"),
+                                     "ece": M.CalibrationError("binary")}, prefix="val_")
+    counted = {"histogram": 0}
+    original = fusedloss.threshold_metrics._histogram
+
+    def counting(*args):
+        counted["histogram"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(fusedloss.threshold_metrics, "_histogram", counting)
+    batch = collection(preds[:250], target[:250])
+    collection.update(preds[250:], target[250:])
+    assert counted["histogram"] == 2  # one pass per update for AUROC and AP together
+    assert set(batch) == {"val_auroc", "val_ap", "val_f1", "val_accuracy", "val_ece"}
+    close(batch["val_auroc"], tm.binary_auroc(preds[:250], target[:250], thresholds=50))
+    result = collection.compute()
+    close(result["val_auroc"], tm.binary_auroc(preds, target, thresholds=50))
+    close(result["val_ap"], tm.binary_average_precision(preds, target, thresholds=50))
+    close(result["val_f1"], M.f1_score(preds, target, "binary"))
+    close(result["val_ece"], tm.binary_calibration_error(preds, target))
+    collection.reset()
+    with pytest.raises(RuntimeError, match="before any update"):
+        collection["f1"].compute()
+    with pytest.raises(ValueError, match="is not a fusedloss metric"):
+        M.MetricCollection({"loss": torch.nn.MSELoss()})
