@@ -14,7 +14,7 @@ from . import _library
 __version__ = "0.1.0"
 library_path = _library.load()
 
-from . import functional, metrics, nn  # noqa: E402  (the operators must be registered first)
+from . import functional, metrics, nn, plots  # noqa: E402  (the operators must be registered first)
 
 
 def check_errors():
@@ -57,6 +57,6 @@ def cpu_cache_bytes() -> int:
     return torch.ops.fusedloss.cpu_cache_bytes()
 
 
-__all__ = ["functional", "metrics", "nn", "library_path", "check_errors",
+__all__ = ["functional", "metrics", "nn", "plots", "library_path", "check_errors",
            "set_synchronous_errors", "cpu_cache_clear", "set_cpu_cache_limit", "cpu_cache_bytes",
            "__version__"]

@@ -1,8 +1,10 @@
 """Why accuracy misleads on imbalanced data: a binary problem with about 1% positives, trained
 twice — with plain binary cross entropy (fusedloss.nn.BCELoss on sigmoid outputs) and with
 fusedloss.nn.BCEWithLogitsLoss(pos_weight=99) — and evaluated with fusedloss.metrics: accuracy,
-precision, recall and F1 from one streaming state per model. A model that always answers
-"negative" is 99% accurate and finds nothing; the report shows it.
+precision, recall and F1 at the 0.5 threshold (one shared counting state), and the threshold-free
+precision-recall curve and its area (average precision, binned: one histogram), all updated
+together by one MetricCollection. A model that always answers "negative" is 99% accurate and
+finds nothing; the report shows it.
 
     python examples/python/imbalanced_metrics.py [--out docs/imbalanced_metrics.png]
 
@@ -46,11 +48,18 @@ def train(x, y, criterion, on_logits, epochs, seed):
 
 @torch.no_grad()
 def evaluate(predict, x, y, batch=4096):
-    """Streams the test set through one shared state; all four metrics come from its counts."""
-    counts = fusedloss.metrics.ClassificationCounts("binary", threshold=0.5)
+    """Streams the test set through one MetricCollection: accuracy, precision, recall and F1 share
+    one counting state; the PR curve and average precision share one 200-bin histogram."""
+    M = fusedloss.metrics
+    metrics = M.MetricCollection({
+        "accuracy": M.Accuracy("binary"), "precision": M.Precision("binary"), "recall": M.Recall("binary"),
+        "f1": M.F1Score("binary"), "auprc": M.AveragePrecision("binary", thresholds=200),
+        "pr_curve": M.PrecisionRecallCurve("binary", thresholds=200)})
     for xb, yb in zip(x.split(batch), y.split(batch)):
-        counts.update(predict(xb), yb.long())
-    return {k: v.item() for k, v in counts.compute_all().items()}
+        metrics.update(predict(xb), yb.long())
+    report = metrics.compute()
+    curve = report.pop("pr_curve")
+    return {k: v.item() for k, v in report.items()}, curve
 
 
 def main():
@@ -67,24 +76,29 @@ def main():
     weighted = train(x_train, y_train, fusedloss.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(99.0)),
                      True, args.epochs, seed=1)
     reports = {
-        'always "negative"': evaluate(lambda xb: torch.zeros(len(xb), dtype=torch.long), x_test, y_test),
+        'always "negative"': evaluate(lambda xb: torch.zeros(len(xb)), x_test, y_test),
         "BCELoss": evaluate(lambda xb: torch.sigmoid(bce(xb).squeeze(1)), x_test, y_test),
         "BCEWithLogitsLoss(pos_weight=99)": evaluate(lambda xb: torch.sigmoid(weighted(xb).squeeze(1)),
                                                      x_test, y_test),
     }
-    for name, r in reports.items():
+    for name, (r, _) in reports.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
 
-    names = ["accuracy", "precision", "recall", "f1"]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    names = ["accuracy", "precision", "recall", "f1", "auprc"]
+    fig, (bars_ax, curve_ax) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.6, 1]})
     width = 0.26
-    for i, (label, r) in enumerate(reports.items()):
-        bars = ax.bar([j + (i - 1) * width for j in range(4)], [r[k] for k in names], width, label=label)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(range(4), names)
-    ax.set_ylim(0, 1.1)
-    ax.set_title("1% positives: accuracy is high for every model, even one that finds nothing", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    for i, (label, (r, (precision, recall, _))) in enumerate(reports.items()):
+        bars = bars_ax.bar([j + (i - 1) * width for j in range(len(names))], [r[k] for k in names], width,
+                           label=label)
+        bars_ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        fusedloss.plots.plot_precision_recall(precision, recall, curve_ax, label=f"{label}: AP {r['auprc']:.2f}")
+    bars_ax.set_xticks(range(len(names)), names)
+    bars_ax.set_ylim(0, 1.1)
+    bars_ax.set_title("1% positives: accuracy is high for every model, even one that finds nothing",
+                      fontsize=9)
+    bars_ax.legend(fontsize=7, loc="upper right")
+    curve_ax.set_title("precision-recall curves (200 thresholds)", fontsize=9)
+    curve_ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

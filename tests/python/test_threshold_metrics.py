@@ -278,3 +278,25 @@ def test_metric_collection_shares_one_pass_per_state(monkeypatch):
         collection["f1"].compute()
     with pytest.raises(ValueError, match="is not a fusedloss metric"):
         M.MetricCollection({"loss": torch.nn.MSELoss()})
+
+
+def test_plots_draw_the_curves(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib draws the plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    preds, target = binary_data()
+    target = target.clamp_min(0)
+    precision, recall, _ = M.precision_recall_curve(preds, target, "binary", thresholds=20)
+    fpr, tpr, _ = M.roc(preds, target, "binary", thresholds=20)
+    calibration = M.CalibrationError("binary")
+    calibration.update(preds, target)
+    fig, axes = plt.subplots(1, 3)
+    fusedloss.plots.plot_precision_recall(precision, recall, axes[0], label="pr")
+    fusedloss.plots.plot_roc(fpr, tpr, axes[1])
+    fusedloss.plots.plot_reliability(calibration, axes[2])
+    drawn = axes[0].lines[0].get_xydata()
+    assert len(drawn) == int((~precision.isnan()).sum())  # undefined precisions are left out
+    assert len(axes[1].lines) == 2 and len(axes[2].lines) == 2  # the curve and the diagonal
+    fig.savefig(tmp_path / "plots.png")
+    plt.close(fig)
