@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from . import multilabel_metrics as multilabel
+from . import samplewise_metrics as samplewise
 from ._state import StreamingState
 from .calibration import CalibrationError, calibration_error
 from .metric_collection import MetricCollection
@@ -58,11 +59,26 @@ def _counts(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int]
         preds, target, task, _num_classes(task, num_classes), threshold, top_k, ignore_index)
 
 
+def _check_multidim(multidim_average: str, top_k: int = 1) -> bool:
+    """True for 'samplewise'."""
+    if multidim_average not in ("global", "samplewise"):
+        raise ValueError(f"fusedloss.metrics: multidim_average must be 'global' or 'samplewise', got "
+                         f"'{multidim_average}'")
+    if multidim_average == "samplewise" and top_k != 1:
+        raise ValueError("fusedloss.metrics: multidim_average='samplewise' takes top_k=1 only")
+    return multidim_average == "samplewise"
+
+
 def _classification(metric: str, preds: Tensor, target: Tensor, task: str, num_classes: Optional[int],
                     threshold: float, average: Optional[str], top_k: int, ignore_index: Optional[int],
-                    beta: float = 1.0, zero_division: float = 0.0, num_labels: Optional[int] = None) -> Tensor:
+                    beta: float = 1.0, zero_division: float = 0.0, num_labels: Optional[int] = None,
+                    multidim_average: str = "global") -> Tensor:
     if task not in ("binary", "multiclass", "multilabel"):
         raise ValueError(f"fusedloss.metrics: task must be 'binary', 'multiclass' or 'multilabel', got '{task}'")
+    if _check_multidim(multidim_average, top_k):
+        state, invalid = samplewise.counts(preds, target, task, num_classes, num_labels, threshold, ignore_index)
+        samplewise.raise_if_invalid(invalid)
+        return samplewise.reduce(state, metric, task, average, beta, zero_division)
     if task == "multilabel":
         confusion, invalid = multilabel.counts(preds, target, num_labels, threshold, ignore_index)
         return multilabel.reduce(confusion, invalid, metric, average, beta, zero_division)
@@ -74,47 +90,51 @@ def _classification(metric: str, preds: Tensor, target: Tensor, task: str, num_c
 
 def accuracy(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
              num_classes: Optional[int] = None, average: Optional[str] = "micro", top_k: int = 1,
-             ignore_index: Optional[int] = None, num_labels: Optional[int] = None) -> Tensor:
+             ignore_index: Optional[int] = None, num_labels: Optional[int] = None,
+             multidim_average: str = "global") -> Tensor:
     """Share of correct predictions (multiclass: of the target in the top_k scores; multilabel: of
-    the (sample, label) decisions)."""
+    the (sample, label) decisions); multidim_average='samplewise': one value per sample."""
     return _classification("accuracy", preds, target, task, num_classes, threshold, average, top_k,
-                           ignore_index, num_labels=num_labels)
+                           ignore_index, num_labels=num_labels, multidim_average=multidim_average)
 
 
 def precision(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
               num_classes: Optional[int] = None, average: Optional[str] = "micro",
               ignore_index: Optional[int] = None, zero_division: float = 0.0,
-              num_labels: Optional[int] = None) -> Tensor:
+              num_labels: Optional[int] = None, multidim_average: str = "global") -> Tensor:
     """tp / (tp + fp); zero_division where nothing was predicted positive."""
     return _classification("precision", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index, zero_division=zero_division, num_labels=num_labels)
+                           ignore_index, zero_division=zero_division, num_labels=num_labels,
+                           multidim_average=multidim_average)
 
 
 def recall(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
            num_classes: Optional[int] = None, average: Optional[str] = "micro",
            ignore_index: Optional[int] = None, zero_division: float = 0.0,
-           num_labels: Optional[int] = None) -> Tensor:
+           num_labels: Optional[int] = None, multidim_average: str = "global") -> Tensor:
     """tp / (tp + fn); zero_division where a class has no positives."""
     return _classification("recall", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index, zero_division=zero_division, num_labels=num_labels)
+                           ignore_index, zero_division=zero_division, num_labels=num_labels,
+                           multidim_average=multidim_average)
 
 
 def fbeta_score(preds: Tensor, target: Tensor, task: str, beta: float = 1.0, threshold: float = 0.5,
                 num_classes: Optional[int] = None, average: Optional[str] = "micro",
                 ignore_index: Optional[int] = None, zero_division: float = 0.0,
-                num_labels: Optional[int] = None) -> Tensor:
+                num_labels: Optional[int] = None, multidim_average: str = "global") -> Tensor:
     """(1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp)."""
     return _classification("fbeta", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index, beta=beta, zero_division=zero_division, num_labels=num_labels)
+                           ignore_index, beta=beta, zero_division=zero_division, num_labels=num_labels,
+                           multidim_average=multidim_average)
 
 
 def f1_score(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
              num_classes: Optional[int] = None, average: Optional[str] = "micro",
              ignore_index: Optional[int] = None, zero_division: float = 0.0,
-             num_labels: Optional[int] = None) -> Tensor:
+             num_labels: Optional[int] = None, multidim_average: str = "global") -> Tensor:
     """Harmonic mean of precision and recall (fbeta_score with beta = 1)."""
     return fbeta_score(preds, target, task, 1.0, threshold, num_classes, average, ignore_index,
-                       zero_division, num_labels)
+                       zero_division, num_labels, multidim_average)
 
 
 def confusion_matrix(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
@@ -127,10 +147,11 @@ def confusion_matrix(preds: Tensor, target: Tensor, task: str, threshold: float 
 
 def stat_scores(preds: Tensor, target: Tensor, task: str, threshold: float = 0.5,
                 num_classes: Optional[int] = None, average: Optional[str] = "micro",
-                ignore_index: Optional[int] = None, num_labels: Optional[int] = None) -> Tensor:
+                ignore_index: Optional[int] = None, num_labels: Optional[int] = None,
+                multidim_average: str = "global") -> Tensor:
     """[tp, fp, tn, fn, support], per class (label) for average='none'."""
     return _classification("stat_scores", preds, target, task, num_classes, threshold, average, 1,
-                           ignore_index, num_labels=num_labels)
+                           ignore_index, num_labels=num_labels, multidim_average=multidim_average)
 
 
 def _moments(preds: Tensor, target: Tensor, num_outputs: int = 1) -> Tensor:
@@ -178,8 +199,14 @@ class ClassificationCounts(StreamingState):
 
     def __init__(self, task: str, num_classes: Optional[int] = None, threshold: float = 0.5,
                  top_k: int = 1, average: Optional[str] = "micro", ignore_index: Optional[int] = None,
-                 zero_division: float = 0.0, beta: float = 1.0, num_labels: Optional[int] = None) -> None:
+                 zero_division: float = 0.0, beta: float = 1.0, num_labels: Optional[int] = None,
+                 multidim_average: str = "global") -> None:
         super().__init__()
+        # samplewise: a list of per-sample counts (outside the state_dict; it grows with the data,
+        # as torchmetrics' does)
+        self.multidim_average = multidim_average
+        self._samplewise = _check_multidim(multidim_average, top_k)
+        self._samples: list = []
         if task not in ("binary", "multiclass", "multilabel"):
             raise ValueError(f"fusedloss.metrics: task must be 'binary', 'multiclass' or 'multilabel', got {task!r}")
         if task == "multilabel" and num_labels is None:
@@ -196,6 +223,7 @@ class ClassificationCounts(StreamingState):
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # updates: compute() needs one
 
     def reset(self) -> None:
+        self._samples = []
         for buffer in (self.confusion, self.top_k_hits, self.invalid, self.count):
             buffer.zero_()
 
@@ -207,9 +235,12 @@ class ClassificationCounts(StreamingState):
 
     def _state_key(self):
         return ("counts", self.task, self.num_classes, self.num_labels, self.threshold, self.top_k,
-                self.ignore_index)
+                self.ignore_index, self.multidim_average)
 
     def _batch_state(self, preds: Tensor, target: Tensor):
+        if self._samplewise:
+            return samplewise.counts(preds, target, self.task, self.num_classes, self.num_labels,
+                                     self.threshold, self.ignore_index)
         if self.task == "multilabel":
             confusion, invalid = multilabel.counts(preds, target, self.num_labels, self.threshold,
                                                    self.ignore_index)
@@ -218,15 +249,30 @@ class ClassificationCounts(StreamingState):
             preds, target, self.task, self.num_classes, self.threshold, self.top_k, self.ignore_index)
 
     def _add_batch_state(self, state) -> None:
+        if self._samplewise:
+            self._samples.append(state[0])
+            self.invalid += state[1].to(self.invalid.device)
+            self.count += 1
+            return
         self._add(*state, torch.ones((), dtype=torch.long))
 
     def _batch_value(self, state) -> Tensor:
+        if self._samplewise:
+            samplewise.raise_if_invalid(state[1])
+            return self._sample_values(None, state[0])
         return self._value(None, *state)
+
+    def _sample_values(self, metric: Optional[str], counts) -> Tensor:
+        metric = metric or self.metric
+        beta = 1.0 if metric == "f1" else self.beta
+        return samplewise.reduce(counts, "fbeta" if metric == "f1" else metric, self.task, self.average, beta,
+                                 self.zero_division)
 
     def merge(self, other: "ClassificationCounts") -> "ClassificationCounts":
         if (other.task, other.num_classes, other.top_k) != (self.task, self.num_classes, self.top_k):
             raise ValueError("fusedloss.metrics: cannot merge states of different task, num_classes or top_k")
         self._add(other.confusion, other.top_k_hits, other.invalid, other.count)
+        self._samples.extend(other._samples)
         return self
 
     def _value(self, metric: Optional[str], confusion: Tensor, hits: Tensor, invalid: Tensor) -> Tensor:
@@ -244,6 +290,10 @@ class ClassificationCounts(StreamingState):
         'recall', 'fbeta', 'f1', 'confusion_matrix', 'stat_scores')."""
         if not self.count.item():
             raise RuntimeError("fusedloss.metrics: compute() before any update()")
+        if self._samplewise:
+            samplewise.raise_if_invalid(self.invalid)
+            counts = tuple(torch.cat(parts) for parts in zip(*self._samples))
+            return self._sample_values(metric, counts)
         return self._value(metric, self.confusion, self.top_k_hits, self.invalid)
 
     def compute_all(self) -> Dict[str, Tensor]:

@@ -370,3 +370,47 @@ def test_multilabel_task_matches_torchmetrics(average, logits):
     assert_close(f1.compute().double(), C.multilabel_f1_score(preds, t, 5, **kw).double(), torch.float32)
     with pytest.raises(ValueError, match=r"multilabel expects preds and target of shape \(N, 5, ...\)"):
         M.accuracy(preds[:, :4], t, "multilabel", num_labels=5)
+
+
+def test_samplewise_matches_torchmetrics():
+    import torchmetrics.functional.classification as C
+    g = torch.Generator().manual_seed(11)
+    cases = {
+        "binary": (torch.rand(8, 6, 5, generator=g), None, {}),
+        "multilabel": (torch.rand(8, 4, 5, generator=g), None, {"num_labels": 4}),
+        "multiclass": (torch.randn(8, 5, 7, generator=g), torch.randint(5, (8, 7), generator=g), {"num_classes": 5}),
+    }
+    for task, (preds, target, kw) in cases.items():
+        if target is None:
+            target = (torch.rand(preds.shape, generator=g) < preds).long()
+        target.view(-1)[::9] = -1
+        for average in (["micro"] if task == "binary" else ["micro", "macro", "weighted", "none"]):
+            for name in ("accuracy", "precision", "recall", "f1_score", "stat_scores"):
+                if task == "multilabel" and average == "weighted" and name == "stat_scores":
+                    continue  # torchmetrics weighs by the support of every sample there: see the next test
+                ours = getattr(M, name)(preds, target, task, average=average, multidim_average="samplewise",
+                                        ignore_index=-1, **kw)
+                theirs = getattr(C, f"{task}_{name}")(preds, target, *kw.values(), average=average,
+                                                      multidim_average="samplewise", ignore_index=-1) \
+                    if task != "binary" else getattr(C, f"binary_{name}")(preds, target, multidim_average="samplewise",
+                                                                          ignore_index=-1)
+                assert ours.shape == theirs.shape, (task, average, name)
+                assert_close(ours.double(), theirs.double(), torch.float32)
+    streaming = M.F1Score("multiclass", num_classes=5, average="macro", multidim_average="samplewise", ignore_index=-1)
+    preds, target, kw = cases["multiclass"]
+    streaming(preds[:3], target[:3])
+    streaming.update(preds[3:], target[3:])
+    assert_close(streaming.compute(), M.f1_score(preds, target, "multiclass", num_classes=5, average="macro",
+                                                 multidim_average="samplewise", ignore_index=-1))
+    with pytest.raises(ValueError, match="multidim_average must be 'global' or 'samplewise', got 'per_sample'"):
+        M.accuracy(preds, target, "multiclass", num_classes=5, multidim_average="per_sample")
+
+
+def test_samplewise_weighted_stat_scores_weigh_each_sample_by_its_own_support():
+    g = torch.Generator().manual_seed(12)
+    preds = torch.rand(4, 3, 6, generator=g)
+    target = (torch.rand(4, 3, 6, generator=g) < preds).long()
+    ours = M.stat_scores(preds, target, "multilabel", num_labels=3, average="weighted", multidim_average="samplewise")
+    none = M.stat_scores(preds, target, "multilabel", num_labels=3, average="none", multidim_average="samplewise")
+    support = none[..., 4].double()
+    assert_close(ours, (none.double() * (support / support.sum(1, keepdim=True)).unsqueeze(-1)).sum(1))
