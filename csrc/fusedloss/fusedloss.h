@@ -16,6 +16,7 @@
 #include "fusedloss/memory.h"
 #include "fusedloss/metrics.h"
 #include "fusedloss/modules.h"
+#include "fusedloss/threshold_metrics.h"
 
 namespace fusedloss {
 namespace detail {

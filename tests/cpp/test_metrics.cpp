@@ -56,3 +56,50 @@ TEST(Metrics, RegressionAndBadLabels) {
 }
 
 }  // namespace
+
+// Binned threshold metrics with a threshold at every distinct score reproduce the exact ones, whose
+// formulas are independent of the histogram: AUROC is the Mann-Whitney statistic (the share of
+// positive-negative pairs ranked right, ties counting half), and average precision is the mean
+// over the positives of the precision at each positive's rank (distinct scores).
+TEST(ThresholdMetrics, BinnedAtEveryScoreEqualsTheExactFormulas) {
+  torch::manual_seed(3);
+  const auto scores = torch::randperm(200, torch::kDouble) / 200.0;  // distinct, in [0, 1)
+  const auto labels = (torch::rand({200}, torch::kDouble) < scores).to(torch::kLong);
+  fusedloss::metrics::ThresholdMetrics binned("binary", std::get<0>(torch::sort(scores)));
+  binned.update(scores.slice(0, 0, 120), labels.slice(0, 0, 120));
+  fusedloss::metrics::ThresholdMetrics rest("binary", std::get<0>(torch::sort(scores)));
+  rest.update(scores.slice(0, 120), labels.slice(0, 120));
+  binned.merge(rest);
+
+  const auto positive = labels.eq(1), negative = labels.eq(0);
+  const auto pos = scores.masked_select(positive).unsqueeze(1);
+  const auto neg = scores.masked_select(negative).unsqueeze(0);
+  const double pairs = static_cast<double>(pos.size(0) * neg.size(1));
+  const double mann_whitney =
+      (pos.gt(neg).sum().item<double>() + 0.5 * pos.eq(neg).sum().item<double>()) / pairs;
+  EXPECT_NEAR(binned.auroc().item<double>(), mann_whitney, 1e-12);
+
+  const auto order = std::get<1>(torch::sort(scores, 0, /*descending=*/true));
+  const auto sorted = labels.index_select(0, order).to(torch::kDouble);
+  const auto rank = torch::arange(1, 201, torch::kDouble);
+  const auto precision_at = sorted.cumsum(0) / rank;
+  const double exact_ap = (precision_at * sorted).sum().item<double>() / sorted.sum().item<double>();
+  EXPECT_NEAR(binned.average_precision().item<double>(), exact_ap, 1e-12);
+
+  // Multiclass one-vs-rest: each class is its own binary problem.
+  const auto logits = torch::randn({300, 3}, torch::kDouble);
+  const auto classes = torch::randint(3, {300}, torch::kLong);
+  fusedloss::metrics::ThresholdMetrics multiclass(
+      "multiclass", 50, fusedloss::metrics::ThresholdOptions().num_classes(3));
+  multiclass.update(logits, classes);
+  const auto per_class = multiclass.auroc("none");
+  const auto probabilities = torch::softmax(logits, 1);
+  for (int64_t c = 0; c < 3; ++c) {
+    fusedloss::metrics::ThresholdMetrics one("binary", 50);
+    one.update(probabilities.select(1, c), classes.eq(c).to(torch::kLong));
+    EXPECT_NEAR(per_class[c].item<double>(), one.auroc().item<double>(), 1e-12) << "class " << c;
+  }
+  EXPECT_NEAR(multiclass.auroc("macro").item<double>(), per_class.mean().item<double>(), 1e-12);
+  EXPECT_THROW(fusedloss::metrics::ThresholdMetrics("binary", torch::tensor({0.5, 0.2})),
+               c10::ValueError);
+}
