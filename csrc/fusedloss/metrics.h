@@ -10,6 +10,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/arg.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -33,6 +34,49 @@ using MetricOp = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tens
 using MomentsOp = at::Tensor(const at::Tensor&, const at::Tensor&);
 using RegressionOp = at::Tensor(const at::Tensor&, c10::string_view, int64_t, c10::string_view);
 
+// task='multilabel': a metric from per-label counts (L, 2, 2) [label][target][predicted], with
+// torchmetrics' multilabel rules ('macro' counts every label; 'micro' adds the labels first).
+inline at::Tensor multilabel_metric(const at::Tensor& confusion, const at::Tensor& invalid,
+                                    std::string metric, const std::string& average, double beta,
+                                    double zero_division) {
+  const int64_t bad = invalid.item<int64_t>();
+  TORCH_CHECK_VALUE(bad == 0, "fusedloss::metrics: ", bad, " targets were not 0, 1 or ignore_index");
+  if (metric == "confusion_matrix") return confusion;
+  at::Tensor tn = confusion.select(1, 0).select(1, 0), fp = confusion.select(1, 0).select(1, 1);
+  at::Tensor fn = confusion.select(1, 1).select(1, 0), tp = confusion.select(1, 1).select(1, 1);
+  if (metric == "stat_scores") {
+    const at::Tensor scores = at::stack({tp, fp, tn, fn, tp + fn}, -1);
+    if (average == "micro") return scores.sum(0);
+    if (average == "none") return scores;
+    if (average == "macro") return scores.to(at::kDouble).mean(0);
+    const at::Tensor support = (tp + fn).to(at::kDouble);
+    return (scores.to(at::kDouble) * (support / support.sum()).unsqueeze(-1)).sum(0);
+  }
+  if (average == "micro") tn = tn.sum(), fp = fp.sum(), fn = fn.sum(), tp = tp.sum();
+  const auto divide = [](const at::Tensor& num, const at::Tensor& den, double zero) {
+    const at::Tensor d = den.to(at::kDouble);
+    return at::where(d.ne(0), num.to(at::kDouble) / d.clamp_min(1), at::full({}, zero, d.options()));
+  };
+  at::Tensor score;
+  if (metric == "accuracy") {
+    score = divide(tp + tn, tp + tn + fp + fn, 0.0);
+  } else if (metric == "precision") {
+    score = divide(tp, tp + fp, zero_division);
+  } else if (metric == "recall") {
+    score = divide(tp, tp + fn, zero_division);
+  } else {
+    TORCH_CHECK_VALUE(metric == "fbeta", "fusedloss::metrics: unknown metric '", metric, "'");
+    const double b2 = beta * beta;
+    score = divide((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, zero_division);
+  }
+  if (average == "micro" || average == "none") return score;
+  TORCH_CHECK_VALUE(average == "macro" || average == "weighted",
+                    "fusedloss::metrics: average must be 'micro', 'macro', 'weighted' or 'none', got '",
+                    average, "'");
+  const at::Tensor weights = average == "weighted" ? (tp + fn).to(at::kDouble) : at::ones_like(score);
+  return divide(weights * score, weights.sum(), 0.0).sum();
+}
+
 }  // namespace detail
 
 struct ClassificationOptions {
@@ -48,17 +92,20 @@ struct ClassificationOptions {
 // device of the data). Every classification metric is computed from them.
 class ClassificationMetrics {
  public:
-  // task: "binary" or "multiclass" (num_classes is ignored for binary).
+  // task: "binary", "multiclass" or "multilabel" (num_classes: the labels; ignored for binary).
   ClassificationMetrics(std::string task, int64_t num_classes = 2,
                         ClassificationOptions options = {})
       : task_(std::move(task)), num_classes_(num_classes), options_(std::move(options)) {}
 
-  // Adds a batch: preds are scores (N, C, ...) / binary probabilities or logits, or labels.
+  // Adds a batch: preds are scores (N, C, ...) / binary probabilities or logits, or labels;
+  // multilabel: scores (N, L, ...) (num_classes = L), each label predicted above the threshold.
   void update(const at::Tensor& preds, const at::Tensor& target) {
     static const auto counts = detail::op<detail::CountsOp>("fusedloss::_classification_counts");
     auto [confusion, hits, invalid] =
-        counts.call(preds, target, task_, num_classes_, options_.threshold(), options_.top_k(),
-                    options_.ignore_index());
+        task_ == "multilabel"
+            ? multilabel_counts(preds, target)
+            : counts.call(preds, target, task_, num_classes_, options_.threshold(),
+                          options_.top_k(), options_.ignore_index());
     if (!confusion_.defined()) {
       confusion_ = confusion, hits_ = hits, invalid_ = invalid;
     } else {
@@ -71,6 +118,11 @@ class ClassificationMetrics {
     static const auto compute = detail::op<detail::MetricOp>("fusedloss::_classification_metric");
     TORCH_CHECK(confusion_.defined(), "fusedloss::metrics: compute() before any update()");
     const bool f1 = metric == "f1";
+    if (task_ == "multilabel") {
+      return detail::multilabel_metric(confusion_, invalid_, f1 ? "fbeta" : metric,
+                                       options_.average(), f1 ? 1.0 : options_.beta(),
+                                       options_.zero_division());
+    }
     return compute.call(confusion_, hits_, invalid_, f1 ? "fbeta" : metric, task_,
                         options_.average(), f1 ? 1.0 : options_.beta(), options_.zero_division(),
                         metric == "accuracy" ? options_.top_k() : 1);
@@ -94,6 +146,32 @@ class ClassificationMetrics {
   }
 
  private:
+  // Per-label counts (L, 2, 2) from the threshold-histogram kernel with one cut just above the
+  // threshold: the scores > threshold fall in its upper bin.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> multilabel_counts(const at::Tensor& preds,
+                                                                   const at::Tensor& target) const {
+    static const auto histogram =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("fusedloss::_threshold_histogram", "")
+            .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                      const at::Tensor&, c10::string_view, int64_t,
+                                                      std::optional<int64_t>)>();
+    TORCH_CHECK_VALUE(preds.dim() >= 2 && preds.size(1) == num_classes_ &&
+                          preds.sizes() == target.sizes(),
+                      "fusedloss::metrics: multilabel expects preds and target of shape (N, ",
+                      num_classes_, ", ...), got ", preds.sizes(), " and ", target.sizes());
+    const at::Tensor scores = preds.is_floating_point() ? preds : preds.to(at::kFloat);
+    const auto rows = [&](const at::Tensor& t) {
+      return (t.dim() > 2 ? t.movedim(1, -1) : t).reshape({-1, num_classes_});
+    };
+    const at::Tensor cut = at::full(
+        {1}, std::nextafter(options_.threshold(), INFINITY),
+        at::TensorOptions().dtype(at::kDouble).device(preds.device()));
+    auto [confusion, invalid] = histogram.call(rows(scores), rows(target), cut, "multilabel",
+                                               num_classes_, options_.ignore_index());
+    return {confusion, at::zeros({num_classes_}, confusion.options()), invalid};
+  }
+
   std::string task_;
   int64_t num_classes_;
   ClassificationOptions options_;

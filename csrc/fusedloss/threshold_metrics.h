@@ -1,5 +1,5 @@
 #pragma once
-// fusedloss::metrics::ThresholdMetrics — the binned threshold-free metrics (precision-recall
+// fusedloss::metrics::ThresholdMetrics and CalibrationError — the binned threshold-free metrics (precision-recall
 // curve, ROC, AUROC, average precision) for C++ trainers, with torchmetrics' definitions, as
 // fusedloss.metrics computes them in Python: the state is the (C, 2, T + 1) int64 histogram of
 // fusedloss::_threshold_histogram (one pass per update, never waiting for a GPU, merged by
@@ -168,6 +168,76 @@ class ThresholdMetrics {
   std::string task_;
   ThresholdOptions options_;
   at::Tensor thresholds_, histogram_, invalid_;
+  bool updated_ = false;
+};
+
+// Calibration error (torchmetrics' calibration_error: 'l1' ECE, 'max' MCE, 'l2' RMS) of the
+// binary or multiclass task, in a state of per-bin float64 sums (count, confidence, accuracy) as
+// fusedloss.metrics.CalibrationError keeps: it does not grow with the data and merges by addition.
+class CalibrationError {
+ public:
+  CalibrationError(std::string task, int64_t n_bins = 15, std::string norm = "l1",
+                   std::optional<int64_t> ignore_index = std::nullopt)
+      : task_(std::move(task)), norm_(std::move(norm)), n_bins_(n_bins), ignore_index_(ignore_index) {
+    TORCH_CHECK_VALUE(task_ == "binary" || task_ == "multiclass",
+                      "fusedloss::metrics::CalibrationError: task must be 'binary' or 'multiclass', got '",
+                      task_, "'");
+    TORCH_CHECK_VALUE(n_bins_ >= 1, "fusedloss::metrics::CalibrationError: n_bins must be >= 1");
+    TORCH_CHECK_VALUE(norm_ == "l1" || norm_ == "l2" || norm_ == "max",
+                      "fusedloss::metrics::CalibrationError: norm must be 'l1', 'l2' or 'max', got '",
+                      norm_, "'");
+    reset();
+  }
+
+  // Adds a batch: binary probabilities (N) or multiclass scores (N, C); logits when any score is
+  // outside [0, 1] (sigmoid / softmax first). Bucketed in the scores' precision, summed in float64.
+  void update(const at::Tensor& preds, const at::Tensor& target) {
+    const at::Tensor scores = preds.scalar_type() == at::kDouble ? preds : preds.to(at::kFloat);
+    const at::Tensor logits = scores.lt(0).logical_or(scores.gt(1)).any();  // no read-back
+    at::Tensor confidence, accuracy;
+    if (task_ == "binary") {
+      confidence = at::where(logits, scores.sigmoid(), scores).reshape({-1});
+      accuracy = target.reshape({-1}).to(at::kDouble);
+    } else {
+      auto [top, predicted] = at::where(logits, scores.softmax(1), scores).max(1);
+      confidence = top;
+      accuracy = predicted.eq(target).to(at::kDouble);
+    }
+    const at::Tensor flat_target = target.reshape({-1});
+    const at::Tensor weight = ignore_index_.has_value()
+                                  ? flat_target.ne(*ignore_index_).to(at::kDouble)
+                                  : at::ones_like(confidence, confidence.options().dtype(at::kDouble));
+    const at::Tensor boundaries = at::linspace(0, 1, n_bins_ + 1, confidence.options());
+    const at::Tensor bins = (at::bucketize(confidence, boundaries, false, /*right=*/true) - 1)
+                                .clamp(0, n_bins_);
+    if (!updated_) {
+      sums_ = sums_.to(confidence.device());
+      updated_ = true;
+    }
+    const at::Tensor values[] = {weight, confidence.to(at::kDouble) * weight, accuracy * weight};
+    for (int64_t row = 0; row < 3; ++row) sums_[row].scatter_add_(0, bins, values[row].to(sums_.device()));
+  }
+
+  void merge(const CalibrationError& other) { sums_.add_(other.sums_.to(sums_.device())); }
+  void reset() { sums_ = at::zeros({3, n_bins_ + 1}, at::kDouble); }
+
+  at::Tensor compute() const {
+    const at::Tensor count = sums_[0];
+    const at::Tensor gap = (sums_[2] / count).nan_to_num(0.0) - (sums_[1] / count).nan_to_num(0.0);
+    const at::Tensor share = count / count.sum();
+    if (norm_ == "l1") return (gap.abs() * share).sum();
+    if (norm_ == "max") return gap.abs().max();
+    return (gap.pow(2) * share).sum().sqrt();
+  }
+
+  // The state: (3, n_bins + 1) float64 [count, confidence, accuracy][bin].
+  const at::Tensor& bin_sums() const { return sums_; }
+
+ private:
+  std::string task_, norm_;
+  int64_t n_bins_;
+  std::optional<int64_t> ignore_index_;
+  at::Tensor sums_;
   bool updated_ = false;
 };
 

@@ -103,3 +103,52 @@ TEST(ThresholdMetrics, BinnedAtEveryScoreEqualsTheExactFormulas) {
   EXPECT_THROW(fusedloss::metrics::ThresholdMetrics("binary", torch::tensor({0.5, 0.2})),
                c10::ValueError);
 }
+
+// Calibration error from its definition: per bin of width 1/n, |mean accuracy - mean confidence|,
+// weighed by the bin's share of the samples (ECE), or its largest value (MCE).
+TEST(ThresholdMetrics, CalibrationErrorMatchesItsDefinition) {
+  torch::manual_seed(4);
+  const auto confidence = torch::rand({500}, torch::kDouble) * 0.999;  // none on a bin edge of 1
+  const auto labels = (torch::rand({500}, torch::kDouble) < confidence.pow(2)).to(torch::kLong);
+  for (const std::string norm : {"l1", "max"}) {
+    fusedloss::metrics::CalibrationError metric("binary", 10, norm);
+    metric.update(confidence.slice(0, 0, 200), labels.slice(0, 0, 200));
+    fusedloss::metrics::CalibrationError rest("binary", 10, norm);
+    rest.update(confidence.slice(0, 200), labels.slice(0, 200));
+    metric.merge(rest);
+    double weighted = 0, largest = 0;
+    for (int b = 0; b < 10; ++b) {
+      const auto in_bin = confidence.ge(b / 10.0).logical_and(confidence.lt((b + 1) / 10.0));
+      const double n = in_bin.sum().item<double>();
+      if (n == 0) continue;
+      const double gap = std::abs(labels.masked_select(in_bin).to(torch::kDouble).mean().item<double>() -
+                                  confidence.masked_select(in_bin).mean().item<double>());
+      weighted += gap * n / 500.0;
+      largest = std::max(largest, gap);
+    }
+    EXPECT_NEAR(metric.compute().item<double>(), norm == "l1" ? weighted : largest, 1e-9) << norm;
+  }
+  EXPECT_THROW(fusedloss::metrics::CalibrationError("binary", 10, "l3"), c10::ValueError);
+}
+
+// Multilabel from per-label binary counts: 'macro' is the mean of each label's binary score,
+// 'micro' accuracy the share of right (sample, label) decisions.
+TEST(Metrics, MultilabelIsPerLabelBinary) {
+  torch::manual_seed(5);
+  const auto scores = torch::rand({300, 4}, torch::kDouble);
+  const auto labels = (torch::rand({300, 4}, torch::kDouble) < scores).to(torch::kLong);
+  namespace M = fusedloss::metrics;
+  for (const std::string metric : {"precision", "recall", "f1"}) {
+    double sum = 0;
+    for (int64_t l = 0; l < 4; ++l) {
+      sum += M::classification(metric, scores.select(1, l), labels.select(1, l), "binary")
+                 .item<double>();
+    }
+    const auto macro = M::classification(metric, scores, labels, "multilabel", 4,
+                                         M::ClassificationOptions().average("macro"));
+    EXPECT_NEAR(macro.item<double>(), sum / 4, 1e-6) << metric;  // the binary op divides in float32
+  }
+  const double right = (scores.gt(0.5).to(torch::kLong) == labels).to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(M::accuracy(scores, labels, "multilabel", 4).item<double>(), right, 1e-12);
+  EXPECT_EQ(M::confusion_matrix(scores, labels, "multilabel", 4).sizes(), (std::vector<int64_t>{4, 2, 2}));
+}
