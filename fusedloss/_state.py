@@ -2,7 +2,7 @@
 keeps its dtype, and the one protocol (a batch's state, added to the state; its value) through
 which update(), forward() and MetricCollection share a counting pass."""
 
-from typing import Any, Hashable
+from typing import Any, Dict, Hashable, List
 
 import torch
 from torch import Tensor
@@ -54,6 +54,45 @@ class StreamingState(torch.nn.Module):
         """Adds a batch (on a GPU without waiting for it)."""
         self._follow(target)
         self._add_batch_state(self._batch_state(preds, target))
+
+    # ---- across processes ----
+    # Buffers that add up across ranks (counts, histograms, sums); the rest (thresholds, moments)
+    # are either equal on every rank or merged by _sync_other.
+    _additive_buffers: tuple = ()
+
+    def sync(self, process_group=None) -> "StreamingState":
+        """Replaces this rank's state by the state of all ranks together (in place, on every rank):
+        one all-reduce per dtype of the additive buffers (never the predictions), and a gather of
+        the small states that do not add up. A no-op outside torch.distributed. Call it once
+        before compute(): a second call would count the other ranks again."""
+        import torch.distributed as dist  # noqa: PLC0415
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        by_dtype: Dict[torch.dtype, List[str]] = {}
+        for name in self._additive_buffers:
+            by_dtype.setdefault(self._buffers[name].dtype, []).append(name)
+        for names in by_dtype.values():
+            flat = torch.cat([self._buffers[n].reshape(-1) for n in names])
+            dist.all_reduce(flat, group=process_group)
+            offset = 0
+            for n in names:
+                buffer = self._buffers[n]
+                buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
+                offset += buffer.numel()
+        self._sync_other(process_group)
+        return self
+
+    def _sync_other(self, process_group) -> None:
+        """Combines what is not an additive buffer (lists of kept scores, moments)."""
+
+    @staticmethod
+    def _gather(value: Any, process_group) -> List[Any]:
+        import torch.distributed as dist  # noqa: PLC0415
+
+        gathered: List[Any] = [None] * dist.get_world_size(process_group)
+        dist.all_gather_object(gathered, value, group=process_group)
+        return gathered
 
     def forward(self, preds: Tensor, target: Tensor) -> Any:
         """Adds a batch and returns the metric of that batch alone (as a torchmetrics forward)."""

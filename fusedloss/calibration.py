@@ -90,7 +90,9 @@ def calibration_error(preds: Tensor, target: Tensor, task: str, n_bins: int = 15
 
 class CalibrationError(StreamingState):
     """Streaming calibration error: the per-bin sums are a buffer (.to(), state_dict);
-    update / compute / reset / merge / forward (the batch's value, also accumulated)."""
+    update / compute / reset / merge / sync / forward (the batch's value, also accumulated)."""
+
+    _additive_buffers = ("bin_sums",)
 
     def __init__(self, task: str, n_bins: int = 15, norm: str = "l1", num_classes: Optional[int] = None,
                  ignore_index: Optional[int] = None) -> None:

@@ -63,6 +63,12 @@ class MetricCollection(torch.nn.ModuleDict):
         for metric in self.values():
             metric.reset()
 
+    def sync(self, process_group=None) -> "MetricCollection":
+        """Every metric's state combined across ranks (see StreamingState.sync)."""
+        for metric in self.values():
+            metric.sync(process_group)
+        return self
+
     def merge(self, other: "MetricCollection") -> "MetricCollection":
         for name, metric in self.items():
             metric.merge(other[name])

@@ -196,6 +196,7 @@ class ClassificationCounts(StreamingState):
     compute, reset, merge, and forward (calling it) adds a batch and returns that batch's value."""
 
     metric = "accuracy"
+    _additive_buffers = ("confusion", "top_k_hits", "invalid", "count")
 
     def __init__(self, task: str, num_classes: Optional[int] = None, threshold: float = 0.5,
                  top_k: int = 1, average: Optional[str] = "micro", ignore_index: Optional[int] = None,
@@ -261,6 +262,13 @@ class ClassificationCounts(StreamingState):
             samplewise.raise_if_invalid(state[1])
             return self._sample_values(None, state[0])
         return self._value(None, *state)
+
+    def _sync_other(self, process_group) -> None:
+        if self._samplewise:  # per-sample counts: every rank's, in rank order
+            samples = [[t.cpu() for t in counts] for counts in self._samples]
+            device = self.count.device
+            self._samples = [tuple(t.to(device) for t in counts)
+                             for rank in self._gather(samples, process_group) for counts in rank]
 
     def _sample_values(self, metric: Optional[str], counts) -> Tensor:
         metric = metric or self.metric
@@ -346,6 +354,17 @@ class RegressionMoments(StreamingState):
 
     def reset(self) -> None:
         self.moments.zero_()
+
+    def _sync_other(self, process_group) -> None:
+        # Moments merge by a stable formula, not by addition: every rank's, merged in rank order.
+        device = self.moments.device
+        merged = None
+        for moments in self._gather(self.moments.cpu(), process_group):
+            if not moments[:, 0].any():
+                continue  # a rank without samples
+            merged = moments if merged is None else torch.ops.fusedloss._merge_regression_moments(merged, moments)
+        if merged is not None:
+            self.moments = merged.to(device)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         saved = state_dict.get(prefix + "moments")

@@ -330,6 +330,7 @@ class _ThresholdMetric(StreamingState):
     state_dict; memory grows with the data, as torchmetrics')."""
 
     _area: Optional[str] = None  # None: a curve; 'roc' or 'pr': its area
+    _additive_buffers = ("histogram", "invalid")
 
     def __init__(self, task: str, thresholds: Thresholds = None, num_classes: Optional[int] = None,
                  num_labels: Optional[int] = None, average: Optional[str] = "macro",
@@ -373,6 +374,16 @@ class _ThresholdMetric(StreamingState):
             return self._value(None, [state])
         _raise_if_invalid(state[1])
         return self._value(state[0], [])
+
+    def sync(self, process_group=None) -> "_ThresholdMetric":
+        if self._counts.thresholds is None:  # exact: no histogram buffers to add up
+            self._additive_buffers = ()
+        return super().sync(process_group)
+
+    def _sync_other(self, process_group) -> None:
+        if self._counts.thresholds is None:  # exact: every rank's scores, in rank order
+            kept = [(s.cpu(), t.cpu()) for s, t in self._kept]
+            self._kept = [pair for rank in self._gather(kept, process_group) for pair in rank]
 
     def merge(self, other: "_ThresholdMetric") -> "_ThresholdMetric":
         """Adds another instance's state (e.g. another process's) to this one."""

@@ -21,8 +21,8 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 echo "== GoogleTest under ASan+UBSan"
 "$build/tests/cpp/fusedloss_cpp_tests" --gtest_brief=1
 
-echo "== pytest under ASan+UBSan (torch.compile and opcheck excluded: they only retrace)"
+echo "== pytest under ASan+UBSan (torch.compile and opcheck excluded: they only retrace; multi-process tests too)"
 LD_PRELOAD="$(g++ -print-file-name=libasan.so):$(g++ -print-file-name=libubsan.so)" \
   FUSEDLOSS_LIBRARY=$PWD/$build/libfusedloss.so FUSEDLOSS_SKIP_HUGE=1 \
   python3 -m pytest tests/python -q -p no:cacheprovider \
-  -k "not compile and not opcheck and not inductor and not torchscript and not cpp and not wheel and not relocatable" "$@"
+  -k "not compile and not opcheck and not inductor and not torchscript and not cpp and not wheel and not relocatable and not distributed" "$@"
