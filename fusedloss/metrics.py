@@ -77,8 +77,7 @@ def _classification(metric: str, preds: Tensor, target: Tensor, task: str, num_c
         raise ValueError(f"fusedloss.metrics: task must be 'binary', 'multiclass' or 'multilabel', got '{task}'")
     if _check_multidim(multidim_average, top_k):
         state, invalid = samplewise.counts(preds, target, task, num_classes, num_labels, threshold, ignore_index)
-        samplewise.raise_if_invalid(invalid)
-        return samplewise.reduce(state, metric, task, average, beta, zero_division)
+        return samplewise.reduce(state, invalid, metric, task, average, beta, zero_division)
     if task == "multilabel":
         confusion, invalid = multilabel.counts(preds, target, num_labels, threshold, ignore_index)
         return multilabel.reduce(confusion, invalid, metric, average, beta, zero_division)
@@ -259,8 +258,7 @@ class ClassificationCounts(StreamingState):
 
     def _batch_value(self, state) -> Tensor:
         if self._samplewise:
-            samplewise.raise_if_invalid(state[1])
-            return self._sample_values(None, state[0])
+            return self._sample_values(None, state[0], state[1])
         return self._value(None, *state)
 
     def _sync_other(self, process_group) -> None:
@@ -270,10 +268,10 @@ class ClassificationCounts(StreamingState):
             self._samples = [tuple(t.to(device) for t in counts)
                              for rank in self._gather(samples, process_group) for counts in rank]
 
-    def _sample_values(self, metric: Optional[str], counts) -> Tensor:
+    def _sample_values(self, metric: Optional[str], counts, invalid: Tensor) -> Tensor:
         metric = metric or self.metric
         beta = 1.0 if metric == "f1" else self.beta
-        return samplewise.reduce(counts, "fbeta" if metric == "f1" else metric, self.task, self.average, beta,
+        return samplewise.reduce(counts, invalid, "fbeta" if metric == "f1" else metric, self.task, self.average, beta,
                                  self.zero_division)
 
     def merge(self, other: "ClassificationCounts") -> "ClassificationCounts":
@@ -299,9 +297,8 @@ class ClassificationCounts(StreamingState):
         if not self.count.item():
             raise RuntimeError("fusedloss.metrics: compute() before any update()")
         if self._samplewise:
-            samplewise.raise_if_invalid(self.invalid)
             counts = tuple(torch.cat(parts) for parts in zip(*self._samples))
-            return self._sample_values(metric, counts)
+            return self._sample_values(metric, counts, self.invalid)
         return self._value(metric, self.confusion, self.top_k_hits, self.invalid)
 
     def compute_all(self) -> Dict[str, Tensor]:

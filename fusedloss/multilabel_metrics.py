@@ -33,52 +33,12 @@ def counts(preds: Tensor, target: Tensor, num_labels: Optional[int], threshold: 
     return histogram, invalid
 
 
-def _divide(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
-    num, den = num.double(), den.double()
-    return torch.where(den != 0, num / torch.where(den != 0, den, 1), torch.full_like(num, zero_division))
-
-
-def _weighted(score: Tensor, average: str, tp: Tensor, fn: Tensor) -> Tensor:
-    """'macro': every label counts (multilabel, as torchmetrics); 'weighted': by support."""
-    if average in ("none", None):
-        return score
-    weights = (tp + fn).double() if average == "weighted" else torch.ones_like(score)
-    return _divide(weights * score, weights.sum(), 0.0).sum()
-
-
 def reduce(confusion: Tensor, invalid: Tensor, metric: str, average: Optional[str], beta: float = 1.0,
            zero_division: float = 0.0) -> Tensor:
-    """A metric from (L, 2, 2) counts, as torchmetrics' multilabel functions."""
-    if int(invalid):
-        raise ValueError(f"fusedloss.metrics: {int(invalid)} targets were not 0, 1 or ignore_index "
-                         "(found on the device, reported at compute)")
-    average = "none" if average is None else average
-    if average not in ("micro", "macro", "weighted", "none"):
-        raise ValueError(f"fusedloss.metrics: average must be 'micro', 'macro', 'weighted' or 'none', got '{average}'")
-    tn, fp, fn, tp = confusion[:, 0, 0], confusion[:, 0, 1], confusion[:, 1, 0], confusion[:, 1, 1]
+    """A metric from (L, 2, 2) counts, as torchmetrics' multilabel functions (the scores:
+    torch.ops.fusedloss._counts_metric, shared with samplewise and the C++ API)."""
     if metric == "confusion_matrix":
         return confusion
-    if metric == "stat_scores":
-        scores = torch.stack([tp, fp, tn, fn, tp + fn], -1)
-        if average == "micro":
-            return scores.sum(0)
-        if average == "none":
-            return scores
-        if average == "macro":
-            return scores.double().mean(0)
-        support = (tp + fn).double()
-        return (scores.double() * (support / support.sum()).unsqueeze(-1)).sum(0)
-    if average == "micro":
-        tn, fp, fn, tp = tn.sum(), fp.sum(), fn.sum(), tp.sum()
-    if metric == "accuracy":
-        score = _divide(tp + tn, tp + tn + fp + fn, 0.0)
-    elif metric == "precision":
-        score = _divide(tp, tp + fp, zero_division)
-    elif metric == "recall":
-        score = _divide(tp, tp + fn, zero_division)
-    elif metric == "fbeta":
-        b2 = beta * beta
-        score = _divide((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, zero_division)
-    else:
-        raise ValueError(f"fusedloss.metrics: unknown metric '{metric}'")
-    return score if average == "micro" else _weighted(score, average, tp, fn)
+    tn, fp, fn, tp = confusion[:, 0, 0], confusion[:, 0, 1], confusion[:, 1, 0], confusion[:, 1, 1]
+    return torch.ops.fusedloss._counts_metric(tp, fp, tn, fn, invalid, metric,
+                                              "none" if average is None else average, beta, zero_division)

@@ -2,8 +2,8 @@
 sample, over the sample's extra dimensions (and, for multilabel, its labels), as torchmetrics'.
 
 Per sample and class, tp / fp / tn / fn over the sample's positions, from ATen comparisons and
-sums (no read-back from a GPU); ignored targets count nowhere. The reductions follow torchmetrics'
-samplewise rules: 'micro' adds the classes first; 'macro' (multiclass: over the classes that occur
+sums (no read-back from a GPU); ignored targets count nowhere. The reductions (one op for every
+counts-based score) follow torchmetrics' samplewise rules: 'micro' adds the classes first; 'macro' (multiclass: over the classes that occur
 in the sample) and 'weighted' average each sample's per-class scores.
 """
 
@@ -15,11 +15,11 @@ from torch import Tensor
 Counts = Tuple[Tensor, Tensor, Tensor, Tensor]
 
 
-def _probabilities(preds: Tensor, softmax_dim: Optional[int] = None) -> Tensor:
+def _probabilities(preds: Tensor) -> Tensor:
+    """A sigmoid when the batch has any score outside [0, 1] (decided on the device)."""
     preds = preds.double() if preds.dtype == torch.float64 else preds.float()
     logits = ((preds < 0) | (preds > 1)).any()  # a device tensor: no read-back
-    squashed = preds.softmax(softmax_dim) if softmax_dim is not None else preds.sigmoid()
-    return torch.where(logits, squashed, preds)
+    return torch.where(logits, preds.sigmoid(), preds)
 
 
 def counts(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int], num_labels: Optional[int],
@@ -64,53 +64,11 @@ def counts(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int],
     return (tp, fp, tn, fn), invalid
 
 
-def raise_if_invalid(invalid: Tensor) -> None:
-    if int(invalid):
-        raise ValueError(f"fusedloss.metrics: {int(invalid)} targets are not labels (0/1, or a class in "
-                         "[0, num_classes)) nor ignore_index")
 
-
-def _divide(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
-    num, den = num.double(), den.double()
-    return torch.where(den != 0, num / torch.where(den != 0, den, 1), torch.full_like(num, zero_division))
-
-
-def reduce(state: Counts, metric: str, task: str, average: Optional[str], beta: float = 1.0,
+def reduce(state: Counts, invalid: Tensor, metric: str, task: str, average: Optional[str], beta: float = 1.0,
            zero_division: float = 0.0) -> Tensor:
-    """Per sample: (N,) for a score ((N, C) for average='none'); stat scores add a last dim of 5."""
-    tp, fp, tn, fn = state
-    average = "none" if average is None else average
-    if task == "binary":
-        average = "micro"  # one class: 'binary'
-    if metric == "stat_scores":
-        scores = torch.stack([tp, fp, tn, fn, tp + fn], -1)
-        if task == "binary" or average == "micro":
-            return scores.sum(1)
-        if average == "none":
-            return scores
-        if average == "macro":
-            return scores.double().mean(1)
-        support = (tp + fn).double()
-        return (scores.double() * (support / support.sum(1, keepdim=True)).unsqueeze(-1)).sum(1)
-    if average == "micro":
-        tp, fp, tn, fn = tp.sum(1), fp.sum(1), tn.sum(1), fn.sum(1)
-    if metric == "accuracy":
-        score = _divide(tp + tn, tp + tn + fp + fn, 0.0) if task != "multiclass" else _divide(tp, tp + fn, 0.0)
-    elif metric == "precision":
-        score = _divide(tp, tp + fp, zero_division)
-    elif metric == "recall":
-        score = _divide(tp, tp + fn, zero_division)
-    elif metric == "fbeta":
-        b2 = beta * beta
-        score = _divide((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, zero_division)
-    else:
-        raise ValueError(f"fusedloss.metrics: '{metric}' has no samplewise form")
-    if average in ("micro", "none"):
-        return score
-    if average == "weighted":
-        weights = (tp + fn).double()
-    else:
-        weights = torch.ones_like(score)
-        if task == "multiclass":
-            weights = torch.where(tp + fp + fn == 0, 0.0, weights)
-    return _divide(weights * score, weights.sum(-1, keepdim=True), 0.0).sum(-1)
+    """Per sample: (N,) for a score ((N, C) for average='none'); stat scores add a last dim of 5.
+    The scores: torch.ops.fusedloss._counts_metric (shared with multilabel and the C++ API)."""
+    average = "micro" if task == "binary" else ("none" if average is None else average)  # binary: one class
+    return torch.ops.fusedloss._counts_metric(*state, invalid, metric, average, beta, zero_division,
+                                              task == "multiclass")

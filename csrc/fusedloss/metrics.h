@@ -35,46 +35,20 @@ using MomentsOp = at::Tensor(const at::Tensor&, const at::Tensor&);
 using RegressionOp = at::Tensor(const at::Tensor&, c10::string_view, int64_t, c10::string_view);
 
 // task='multilabel': a metric from per-label counts (L, 2, 2) [label][target][predicted], with
-// torchmetrics' multilabel rules ('macro' counts every label; 'micro' adds the labels first).
+// torchmetrics' multilabel rules, by fusedloss::_counts_metric (the Python API's too).
 inline at::Tensor multilabel_metric(const at::Tensor& confusion, const at::Tensor& invalid,
-                                    std::string metric, const std::string& average, double beta,
-                                    double zero_division) {
-  const int64_t bad = invalid.item<int64_t>();
-  TORCH_CHECK_VALUE(bad == 0, "fusedloss::metrics: ", bad, " targets were not 0, 1 or ignore_index");
+                                    const std::string& metric, const std::string& average,
+                                    double beta, double zero_division) {
   if (metric == "confusion_matrix") return confusion;
-  at::Tensor tn = confusion.select(1, 0).select(1, 0), fp = confusion.select(1, 0).select(1, 1);
-  at::Tensor fn = confusion.select(1, 1).select(1, 0), tp = confusion.select(1, 1).select(1, 1);
-  if (metric == "stat_scores") {
-    const at::Tensor scores = at::stack({tp, fp, tn, fn, tp + fn}, -1);
-    if (average == "micro") return scores.sum(0);
-    if (average == "none") return scores;
-    if (average == "macro") return scores.to(at::kDouble).mean(0);
-    const at::Tensor support = (tp + fn).to(at::kDouble);
-    return (scores.to(at::kDouble) * (support / support.sum()).unsqueeze(-1)).sum(0);
-  }
-  if (average == "micro") tn = tn.sum(), fp = fp.sum(), fn = fn.sum(), tp = tp.sum();
-  const auto divide = [](const at::Tensor& num, const at::Tensor& den, double zero) {
-    const at::Tensor d = den.to(at::kDouble);
-    return at::where(d.ne(0), num.to(at::kDouble) / d.clamp_min(1), at::full({}, zero, d.options()));
+  static const auto scores =
+      op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    const at::Tensor&, c10::string_view, c10::string_view, double, double, bool)>(
+          "fusedloss::_counts_metric");
+  const auto count = [&](int64_t target, int64_t predicted) {
+    return confusion.select(1, target).select(1, predicted);
   };
-  at::Tensor score;
-  if (metric == "accuracy") {
-    score = divide(tp + tn, tp + tn + fp + fn, 0.0);
-  } else if (metric == "precision") {
-    score = divide(tp, tp + fp, zero_division);
-  } else if (metric == "recall") {
-    score = divide(tp, tp + fn, zero_division);
-  } else {
-    TORCH_CHECK_VALUE(metric == "fbeta", "fusedloss::metrics: unknown metric '", metric, "'");
-    const double b2 = beta * beta;
-    score = divide((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, zero_division);
-  }
-  if (average == "micro" || average == "none") return score;
-  TORCH_CHECK_VALUE(average == "macro" || average == "weighted",
-                    "fusedloss::metrics: average must be 'micro', 'macro', 'weighted' or 'none', got '",
-                    average, "'");
-  const at::Tensor weights = average == "weighted" ? (tp + fn).to(at::kDouble) : at::ones_like(score);
-  return divide(weights * score, weights.sum(), 0.0).sum();
+  return scores.call(count(1, 1), count(0, 1), count(0, 0), count(1, 0), invalid, metric, average,
+                     beta, zero_division, /*multiclass=*/false);
 }
 
 }  // namespace detail

@@ -123,4 +123,6 @@ def test_distributed_metric_sync_equals_one_process(world_size):
 def test_sync_outside_torch_distributed_is_a_no_op():
     metric = M.Accuracy("binary")
     metric.update(torch.tensor([0.2, 0.9]), torch.tensor([0, 1]))
-    assert torch.equal(metric.sync().confusion, metric.confusion)
+    before = metric.confusion.clone()
+    assert not dist.is_initialized()
+    assert torch.equal(metric.sync().confusion, before)
