@@ -26,15 +26,22 @@ class StreamingState(torch.nn.Module):
                     self._buffers[name] = buffer.to(data.device)
             self._updated = True
 
+    # Attributes holding lists of tensor tuples (scores kept by exact modes, per-sample counts):
+    # they grow with the data, so they stay outside the state_dict, but move with the buffers.
+    _list_states: tuple = ()
+
     def _apply(self, fn, recurse=True):
+        device = None
         for name, buffer in self._buffers.items():
             if buffer is not None:
-                self._buffers[name] = buffer.to(fn(buffer).device)
+                device = fn(buffer).device
+                self._buffers[name] = buffer.to(device)
+        for name in self._list_states:
+            kept = getattr(self, name)
+            if kept:
+                device = device or fn(kept[0][0]).device
+                setattr(self, name, [tuple(t.to(device) for t in item) for item in kept])
         return self
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._updated = True  # a loaded state stays where it was put
 
     # ---- the protocol each metric implements ----
     def _state_key(self) -> Hashable:
@@ -72,8 +79,12 @@ class StreamingState(torch.nn.Module):
         by_dtype: Dict[torch.dtype, List[str]] = {}
         for name in self._additive_buffers:
             by_dtype.setdefault(self._buffers[name].dtype, []).append(name)
+        # NCCL reduces GPU tensors only: a rank that never updated may still hold CPU buffers.
+        nccl = dist.get_backend(process_group) == "nccl"
         for names in by_dtype.values():
             flat = torch.cat([self._buffers[n].reshape(-1) for n in names])
+            if nccl and not flat.is_cuda:
+                flat = flat.cuda()
             dist.all_reduce(flat, group=process_group)
             offset = 0
             for n in names:

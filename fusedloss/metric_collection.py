@@ -20,7 +20,11 @@ class MetricCollection(torch.nn.ModuleDict):
     def __init__(self, metrics: Union[Dict[str, StreamingState], Iterable[StreamingState]],
                  prefix: Optional[str] = None, postfix: Optional[str] = None) -> None:
         if not isinstance(metrics, dict):
-            metrics = {type(m).__name__: m for m in metrics}
+            metrics = list(metrics)
+            names = [type(m).__name__ for m in metrics]
+            if len(set(names)) != len(names):
+                raise ValueError(f"MetricCollection: two metrics of one class in a list ({names}): pass a dict")
+            metrics = dict(zip(names, metrics))
         for name, metric in metrics.items():
             if not isinstance(metric, StreamingState):
                 raise ValueError(f"MetricCollection: {name} is not a fusedloss metric ({type(metric).__name__})")

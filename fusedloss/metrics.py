@@ -196,6 +196,7 @@ class ClassificationCounts(StreamingState):
 
     metric = "accuracy"
     _additive_buffers = ("confusion", "top_k_hits", "invalid", "count")
+    _list_states = ("_samples",)
 
     def __init__(self, task: str, num_classes: Optional[int] = None, threshold: float = 0.5,
                  top_k: int = 1, average: Optional[str] = "micro", ignore_index: Optional[int] = None,
@@ -227,11 +228,10 @@ class ClassificationCounts(StreamingState):
         for buffer in (self.confusion, self.top_k_hits, self.invalid, self.count):
             buffer.zero_()
 
-    def _add(self, confusion: Tensor, hits: Tensor, invalid: Tensor, count: Tensor) -> None:
+    def _add(self, confusion: Tensor, hits: Tensor, invalid: Tensor) -> None:
         self.confusion += confusion.to(self.confusion.device)
         self.top_k_hits += hits.to(self.top_k_hits.device)
         self.invalid += invalid.to(self.invalid.device)
-        self.count += count.to(self.count.device)
 
     def _state_key(self):
         return ("counts", self.task, self.num_classes, self.num_labels, self.threshold, self.top_k,
@@ -254,7 +254,8 @@ class ClassificationCounts(StreamingState):
             self.invalid += state[1].to(self.invalid.device)
             self.count += 1
             return
-        self._add(*state, torch.ones((), dtype=torch.long))
+        self._add(*state)
+        self.count += 1  # a Python number: no copy to the state's device
 
     def _batch_value(self, state) -> Tensor:
         if self._samplewise:
@@ -277,7 +278,8 @@ class ClassificationCounts(StreamingState):
     def merge(self, other: "ClassificationCounts") -> "ClassificationCounts":
         if (other.task, other.num_classes, other.top_k) != (self.task, self.num_classes, self.top_k):
             raise ValueError("fusedloss.metrics: cannot merge states of different task, num_classes or top_k")
-        self._add(other.confusion, other.top_k_hits, other.invalid, other.count)
+        self._add(other.confusion, other.top_k_hits, other.invalid)
+        self.count += other.count.to(self.count.device)
         self._samples.extend(other._samples)
         return self
 
@@ -297,6 +299,9 @@ class ClassificationCounts(StreamingState):
         if not self.count.item():
             raise RuntimeError("fusedloss.metrics: compute() before any update()")
         if self._samplewise:
+            if not self._samples:
+                raise RuntimeError("fusedloss.metrics: no per-sample counts: they are kept outside the state_dict "
+                                   "(they grow with the data), so a loaded samplewise state has none")
             counts = tuple(torch.cat(parts) for parts in zip(*self._samples))
             return self._sample_values(metric, counts, self.invalid)
         return self._value(metric, self.confusion, self.top_k_hits, self.invalid)

@@ -27,7 +27,8 @@ def counts(preds: Tensor, target: Tensor, num_labels: Optional[int], threshold: 
     if preds.dim() > 2:  # (N, L, ...): every position is a sample of each label
         preds, target = preds.movedim(1, -1), target.movedim(1, -1)
     preds, target = preds.reshape(-1, num_labels), target.reshape(-1, num_labels)
-    cut = torch.tensor([math.nextafter(threshold, math.inf)], dtype=torch.float64, device=preds.device)
+    # Made on the device (a CPU tensor copied there would wait for the GPU).
+    cut = torch.full((1,), math.nextafter(threshold, math.inf), dtype=torch.float64, device=preds.device)
     histogram, invalid = torch.ops.fusedloss._threshold_histogram(preds, target, cut, "multilabel", num_labels,
                                                                   ignore_index)
     return histogram, invalid

@@ -331,6 +331,7 @@ class _ThresholdMetric(StreamingState):
 
     _area: Optional[str] = None  # None: a curve; 'roc' or 'pr': its area
     _additive_buffers = ("histogram", "invalid")
+    _list_states = ("_kept",)
 
     def __init__(self, task: str, thresholds: Thresholds = None, num_classes: Optional[int] = None,
                  num_labels: Optional[int] = None, average: Optional[str] = "macro",
@@ -415,7 +416,8 @@ class _ThresholdMetric(StreamingState):
             _raise_if_invalid(self.invalid)
             return self._value(self.histogram, [])
         if not self._kept:
-            raise RuntimeError(f"{type(self).__name__}.compute() before any update")
+            raise RuntimeError(f"{type(self).__name__}.compute() before any update (exact mode keeps its "
+                               "scores outside the state_dict: a loaded exact state has none)")
         scores, target = zip(*self._kept)
         return self._value(None, [(torch.cat(scores), torch.cat(target))])
 

@@ -52,15 +52,15 @@ class ThresholdMetrics {
                                                       const at::Tensor&, c10::string_view, int64_t,
                                                       std::optional<int64_t>)>();
     const bool binary = task_ == "binary";
-    auto [histogram, invalid] = op.call(binary ? preds.reshape({-1}) : preds,
-                                        binary ? target.reshape({-1}) : target,
-                                        thresholds_.to(preds.device()), task_,
-                                        options_.num_classes(), options_.ignore_index());
-    if (!updated_) {  // the state follows the data to its device: no copy back from a GPU
-      histogram_ = histogram_.to(histogram.device());
-      invalid_ = invalid_.to(invalid.device());
+    if (!updated_) {  // the state follows the data to its device once: no copies per update
+      thresholds_ = thresholds_.to(preds.device());
+      histogram_ = histogram_.to(preds.device());
+      invalid_ = invalid_.to(preds.device());
       updated_ = true;
     }
+    auto [histogram, invalid] = op.call(binary ? preds.reshape({-1}) : preds,
+                                        binary ? target.reshape({-1}) : target, thresholds_,
+                                        task_, options_.num_classes(), options_.ignore_index());
     histogram_.add_(histogram.to(histogram_.device()));
     invalid_.add_(invalid.to(invalid_.device()));
   }
@@ -70,10 +70,11 @@ class ThresholdMetrics {
     invalid_.add_(other.invalid_.to(invalid_.device()));
   }
 
+  // Zeros the state where it is (its device stays).
   void reset() {
-    const int64_t bins = thresholds_.numel() + 1;
-    histogram_ = at::zeros({options_.num_classes(), 2, bins}, at::kLong);
-    invalid_ = at::zeros({}, at::kLong);
+    const auto options = thresholds_.options().dtype(at::kLong);
+    histogram_ = at::zeros({options_.num_classes(), 2, thresholds_.numel() + 1}, options);
+    invalid_ = at::zeros({}, options);
   }
 
   // (precision, recall) of shape (C, T + 1) (a 1 and a 0 appended), and the thresholds (T).
@@ -210,7 +211,7 @@ class CalibrationError {
     const at::Tensor boundaries = at::linspace(0, 1, n_bins_ + 1, confidence.options());
     const at::Tensor bins = (at::bucketize(confidence, boundaries, false, /*right=*/true) - 1)
                                 .clamp(0, n_bins_);
-    if (!updated_) {
+    if (!updated_) {  // the state follows the data to its device once
       sums_ = sums_.to(confidence.device());
       updated_ = true;
     }
@@ -219,7 +220,11 @@ class CalibrationError {
   }
 
   void merge(const CalibrationError& other) { sums_.add_(other.sums_.to(sums_.device())); }
-  void reset() { sums_ = at::zeros({3, n_bins_ + 1}, at::kDouble); }
+  // Zeros the state where it is (its device stays).
+  void reset() {
+    sums_ = at::zeros({3, n_bins_ + 1},
+                      sums_.defined() ? sums_.options() : at::TensorOptions(at::kDouble));
+  }
 
   at::Tensor compute() const {
     const at::Tensor count = sums_[0];

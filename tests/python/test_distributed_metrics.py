@@ -57,7 +57,7 @@ def inputs(kind):
 
 def equal(a, b):
     if isinstance(a, (tuple, list)):
-        return all(equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
     if not a.is_floating_point():
         return torch.equal(a, b)
     return torch.allclose(a.double(), b.double(), rtol=1e-12, atol=1e-12, equal_nan=True)

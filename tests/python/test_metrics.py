@@ -402,6 +402,12 @@ def test_samplewise_matches_torchmetrics():
     streaming.update(preds[3:], target[3:])
     assert_close(streaming.compute(), M.f1_score(preds, target, "multiclass", num_classes=5, average="macro",
                                                  multidim_average="samplewise", ignore_index=-1))
+    restored = M.F1Score("multiclass", num_classes=5, average="macro", multidim_average="samplewise", ignore_index=-1)
+    restored.load_state_dict(streaming.state_dict())
+    with pytest.raises(RuntimeError, match="kept outside the state_dict"):
+        restored.compute()
+    moved = streaming.to(torch.float16)  # casts move the kept per-sample counts too, dtypes kept
+    assert all(t.dtype == torch.long for counts in moved._samples for t in counts)
     with pytest.raises(ValueError, match="multidim_average must be 'global' or 'samplewise', got 'per_sample'"):
         M.accuracy(preds, target, "multiclass", num_classes=5, multidim_average="per_sample")
 

@@ -271,13 +271,15 @@ def test_metric_collection_shares_one_pass_per_state(monkeypatch):
     result = collection.compute()
     close(result["val_auroc"], tm.binary_auroc(preds, target, thresholds=50))
     close(result["val_ap"], tm.binary_average_precision(preds, target, thresholds=50))
-    close(result["val_f1"], M.f1_score(preds, target, "binary"))
+    close(result["val_f1"], tm.binary_f1_score(preds, target))
     close(result["val_ece"], tm.binary_calibration_error(preds, target))
     collection.reset()
     with pytest.raises(RuntimeError, match="before any update"):
         collection["f1"].compute()
     with pytest.raises(ValueError, match="is not a fusedloss metric"):
         M.MetricCollection({"loss": torch.nn.MSELoss()})
+    with pytest.raises(ValueError, match="two metrics of one class in a list"):
+        M.MetricCollection([M.Accuracy("binary"), M.Accuracy("multiclass", num_classes=3)])
 
 
 def test_plots_draw_the_curves(tmp_path):
@@ -300,3 +302,23 @@ def test_plots_draw_the_curves(tmp_path):
     assert len(axes[1].lines) == 2 and len(axes[2].lines) == 2  # the curve and the diagonal
     fig.savefig(tmp_path / "plots.png")
     plt.close(fig)
+
+
+def test_cuda_updates_never_wait_for_the_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine (CUDA kernels are compiled, not run, here)")
+    preds, target = binary_data(device="cuda")
+    target = target.clamp_min(0)
+    ml_preds, ml_target = multilabel_data(device="cuda")
+    collection = M.MetricCollection({"auroc": M.AUROC("binary", thresholds=50), "f1": M.F1Score("binary"),
+                                     "ece": M.CalibrationError("binary")})
+    multilabel = M.F1Score("multilabel", num_labels=3, ignore_index=-1)
+    for _ in range(2):  # the first update moves the states to the GPU; the second must not wait
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            collection.update(preds, target)
+            multilabel.update(ml_preds, ml_target)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    close(collection.compute()["f1"], tm.binary_f1_score(preds, target))  # twice the data: the same F1
