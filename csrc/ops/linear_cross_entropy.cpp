@@ -1,6 +1,6 @@
 // Operator layer of linear_cross_entropy: cross_entropy(input @ linear_weight.T + linear_bias,
 // target) without ever holding the (N, V) logits. Tokens are processed in chunks of rows; for each
-// chunk the logits come from one matmul (at::mm: MKL/oneDNN on the CPU, cuBLAS on CUDA), the row
+// chunk the logits come from a matmul (at::mm: MKL/oneDNN on the CPU, cuBLAS on CUDA), the row
 // engine turns them in place into loss and d(loss)/d(logits), and that chunk's contribution to
 // the input, weight and bias gradients is taken right away. Peak extra memory: one chunk of
 // logits. For float16/bfloat16 the weight and bias gradients accumulate across chunks in float32.
@@ -123,6 +123,30 @@ Tensor classes_last(const Tensor& t, int64_t out_dims, at::IntArrayRef trailing)
   return t.movedim(0, out_dims).reshape(shape);
 }
 
+// One chunk's logits, xc @ w_t (+ b). On the CPU a chunk has few rows against many classes, and
+// one matmul over all the classes ran slower than the same product taken in column blocks of
+// about 4 MiB of weight each, written straight into the chunk (measured: N=4096, H=1024,
+// V=32000, 128-row chunks, 2 threads: 2.2-2.6 s against 1.7-2.2 s over the 32 chunks).
+Tensor chunk_logits(const Tensor& xc, const Tensor& w_t, const OptionalTensor& b) {
+  const int64_t cols = w_t.size(1);
+  const int64_t block = std::max<int64_t>(
+      256, (int64_t{4} << 20) / std::max<int64_t>(1, w_t.size(0) * w_t.element_size()));
+  if (!xc.device().is_cpu() || cols <= 2 * block) {
+    return b.has_value() ? at::addmm(*b, xc, w_t) : at::mm(xc, w_t);
+  }
+  Tensor logits = at::empty({xc.size(0), cols}, xc.options());
+  for (int64_t first = 0; first < cols; first += block) {
+    const int64_t n = std::min(block, cols - first);
+    Tensor out = logits.narrow(1, first, n);  // rows of stride cols: the matmul writes in place
+    if (b.has_value()) {
+      at::addmm_out(out, b->narrow(0, first, n), xc, w_t.narrow(1, first, n));
+    } else {
+      at::mm_out(out, xc, w_t.narrow(1, first, n));
+    }
+  }
+  return logits;
+}
+
 // The inverse of classes_last for a gradient laid out (D V, ...): back to (V, d1..dK, ...).
 Tensor classes_first(const Tensor& t, at::IntArrayRef out_features, int64_t vocab) {
   if (out_features.empty()) return t;
@@ -212,7 +236,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   for (int64_t start = 0; start < input_rows; start += chunk) {
     const int64_t len = std::min(chunk, input_rows - start);
     const Tensor xc = x.narrow(0, start, len);
-    Tensor logits = b.has_value() ? at::addmm(*b, xc, w_t) : at::mm(xc, w_t);  // (len, D V)
+    const Tensor logits = chunk_logits(xc, w_t, b);  // (len, D V)
     const Tensor logit_rows = logits.view({len * per_input, vocab});
     // Fresh operands per chunk: operands kept across iterations would hold the previous chunk's
     // logits alive while the next chunk's are allocated (two chunks of memory instead of one).

@@ -85,6 +85,16 @@ def test_options_match_their_formulas(reduction, options, dtype, device):
     check(x, w, b, t, dtype, reduction, chunk_size=8, **kw)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_many_classes_take_the_column_blocks(bias, dtype, device):
+    # The CPU takes a chunk's logits in column blocks of about 4 MiB of weight: with H=2048 that is
+    # 256 float64 or 512 float32 classes, so V=1100 makes 3 to 5 blocks, the last one partial.
+    x, w, b, t = make_case(6, 2048, 1100, dtype, device, seed=3, bias=bias)
+    for reduction in REDUCTIONS:
+        check(x, w, b, t, dtype, reduction, chunk_size=4)
+
+
 def test_batched_input_and_no_bias(device):
     x, w, _, t = make_case(24, 13, 31, torch.float64, device, bias=False, batch_shape=(4, 6))
     for reduction in REDUCTIONS:
