@@ -521,6 +521,27 @@ def test_torch_compile_fullgraph(name, device):
     assert_close(g, xr.grad)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("classes", [1, 2, 5, 10, 12])
+def test_few_classes_across_vector_lanes(classes, dtype, device):
+    # C <= 12 runs 64 rows at a time with the rows across vector lanes: full and partial blocks,
+    # ignored and smoothed rows, against torch's float64 values and gradients.
+    for rows in (1, 63, 64, 65, 200):
+        x = (torch.randn(rows, classes, dtype=torch.float64) * 3).to(device)
+        t = torch.randint(classes, (rows,), device=device)
+        t[::7] = -100
+        for kw in ({}, {"label_smoothing": 0.2}):
+            ours_x = x.to(dtype).clone().requires_grad_()
+            ref_x = ours_x.detach().double().requires_grad_()
+            ours = FL.cross_entropy(ours_x, t, reduction="none", **kw)
+            ref = F.cross_entropy(ref_x, t, reduction="none", **kw)
+            grad = torch.linspace(0.5, 1.5, rows, dtype=torch.float64, device=device)
+            ours.backward(grad.to(dtype))
+            ref.backward(grad)
+            assert_close(ours, ref.to(dtype), dtype)
+            assert_close(ours_x.grad, ref_x.grad.to(dtype), dtype)
+
+
 def test_bitwise_deterministic(device):
     x = torch.randn(64, 3000, device=device)
     t = torch.randint(3000, (64,), device=device)
