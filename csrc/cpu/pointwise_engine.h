@@ -9,7 +9,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <emmintrin.h>  // SSE2 streaming stores
+#endif
 
 #include "cpu/element_convert.h"
 #include "engines/pointwise_engine.h"
@@ -77,16 +83,48 @@ struct Pointers {
   scalar_t* grad_target;  // when kGradTarget
 };
 
+// A gradient larger than the last-level cache is written with non-temporal stores: a normal
+// store first reads each line into the cache (a third more traffic for a loss that reads two
+// values and writes one), only to evict it unread. The block is computed into a buffer in L1 and
+// streamed out from there. Below the threshold the gradient stays in cache for whoever reads it
+// next, and the block is written in place.
+constexpr int64_t kStreamBytes = int64_t{32} << 20;
+
+inline void stream_out(void* destination, const void* source, int64_t bytes) {
+  auto* d = static_cast<char*>(destination);
+  const auto* s = static_cast<const char*>(source);
+#if defined(__x86_64__)
+  const int64_t head = std::min<int64_t>(bytes, (16 - reinterpret_cast<uintptr_t>(d) % 16) % 16);
+  std::memcpy(d, s, static_cast<size_t>(head));
+  int64_t i = head;
+  for (; i + 16 <= bytes; i += 16) {  // SSE2: in every x86-64 clone
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  }
+  std::memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
+#else
+  std::memcpy(d, s, static_cast<size_t>(bytes));
+#endif
+}
+
+inline void finish_streaming() {
+#if defined(__x86_64__)
+  _mm_sfence();  // streamed stores are weakly ordered: make them visible before the task ends
+#endif
+}
+
 struct BlockResult {
   double sum = 0;
   int64_t invalid = 0;
 };
 
 // One block of len elements starting at element `begin` of every array.
+// grad_input_out: where the block's input gradient goes (p.grad_input + begin, or a buffer).
 template <typename scalar_t, typename Formula, bool kReduce, bool kGradInput, bool kGradTarget>
 FUSEDLOSS_CPU_CLONES BlockResult run_block(Pointers<scalar_t> p, const scalar_t* w,
                                            const scalar_t* pw, int64_t begin, int64_t len,
-                                           Formula formula, acc_t<scalar_t> grad_scale) {
+                                           Formula formula, acc_t<scalar_t> grad_scale,
+                                           scalar_t* grad_input_out) {
   using acc = acc_t<scalar_t>;
   acc sum = 0;
   int invalid = 0;  // 32-bit like the float lanes, so the count vectorizes with them
@@ -104,7 +142,7 @@ FUSEDLOSS_CPU_CLONES BlockResult run_block(Pointers<scalar_t> p, const scalar_t*
       p.loss[begin + i] = store_from_acc<scalar_t>(value);
     }
     if constexpr (kGradInput) {
-      p.grad_input[begin + i] =
+      grad_input_out[i] =
           store_from_acc<scalar_t>(formula.grad_input(xv, tv, wv, pv) * grad_scale);
     }
     if constexpr (kGradTarget) {
@@ -122,7 +160,9 @@ BlockResult run(Pointers<scalar_t> p, const PeriodicStream<scalar_t>& weight,
                 acc_t<scalar_t> grad_scale) {
   const int64_t num_chunks = (n + kChunk - 1) / kChunk;
   std::vector<BlockResult> chunks(static_cast<size_t>(num_chunks));
+  const bool stream = kGradInput && n * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
   at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
+    alignas(64) scalar_t buffer[kBlock];
     for (int64_t c = first; c < last; ++c) {
       const int64_t end = std::min(n, (c + 1) * kChunk);
       BlockResult chunk;
@@ -130,14 +170,17 @@ BlockResult run(Pointers<scalar_t> p, const PeriodicStream<scalar_t>& weight,
         int64_t len = std::min(kBlock, end - b);
         const scalar_t* w = weight.at(b, len);
         const scalar_t* pw = pos_weight.at(b, len);
+        scalar_t* grad_out = !kGradInput ? nullptr : stream ? buffer : p.grad_input + b;
         const BlockResult block = run_block<scalar_t, Formula, kReduce, kGradInput, kGradTarget>(
-            p, w, pw, b, len, formula, grad_scale);
+            p, w, pw, b, len, formula, grad_scale, grad_out);
+        if (stream) stream_out(p.grad_input + b, buffer, len * static_cast<int64_t>(sizeof(scalar_t)));
         chunk.sum += block.sum;
         chunk.invalid += block.invalid;
         b += len;
       }
       chunks[static_cast<size_t>(c)] = chunk;
     }
+    if (stream) finish_streaming();
   });
   BlockResult total;
   for (const BlockResult& c : chunks) {

@@ -479,3 +479,19 @@ def test_loading_into_another_torch_version_names_both(monkeypatch):
     monkeypatch.setattr(torch, "__version__", "1.0.0+other")
     with pytest.raises(ImportError, match=rf"compiled against torch {built_against} but torch 1.0.0\+other is running"):
         fusedloss._library.load()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"])
+def test_gradient_larger_than_the_cache_is_streamed(name, dtype):
+    # From 32 MiB on, the CPU writes the input gradient with non-temporal stores from a buffer:
+    # just past it, with a tail that is not a whole 16-byte store, every element must be there.
+    n = (32 << 20) // (torch.finfo(dtype).bits // 8) + 5
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=g).to(dtype).requires_grad_()
+    t = torch.randn(n, generator=g).to(dtype)
+    getattr(fusedloss.functional, name)(x, t, reduction="sum").backward()
+    xr = x.detach().double().requires_grad_()
+    getattr(F, name)(xr, t.double(), reduction="sum").backward()
+    assert_close(x.grad, xr.grad.to(dtype), dtype)
+    assert x.grad[-5:].ne(0).all()  # the tail, written by plain stores after the streamed body
