@@ -10,6 +10,9 @@ import torch
 from torch import Tensor
 from torch.nn import _reduction as _Reduction
 
+from . import vocab_parallel as _vocab_parallel
+from .vocab_parallel import vocab_parallel_cross_entropy
+
 __all__ = [
     "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "gaussian_nll_loss",
     "kl_div", "jensen_shannon_divergence",
@@ -19,7 +22,7 @@ __all__ = [
     "triplet_margin_with_distance_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
     "multilabel_margin_loss",
-    "linear_cross_entropy",
+    "linear_cross_entropy", "vocab_parallel_cross_entropy",
 ]
 
 
@@ -443,6 +446,11 @@ def cross_entropy(
     a row with an out-of-range target then gets a NaN loss, never an out-of-bounds access.
     """
     reduction = _legacy_reduction(size_average, reduce, reduction)
+    if not torch.jit.is_scripting():
+        if _vocab_parallel.sharded_on_classes(input):  # a DTensor sharded on the classes
+            return _vocab_parallel.dtensor_cross_entropy(
+                input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+                check_target)
     return torch.ops.fusedloss.cross_entropy(
         input, target, weight, ignore_index, reduction, label_smoothing,
         z_loss=z_loss, softcap=softcap, check_target=check_target,

@@ -1,0 +1,158 @@
+"""Vocab-parallel cross entropy (torch.distributed, gloo on 127.0.0.1): logits sharded along the
+classes over 2 and 4 processes (uneven shards at 4) give the loss and, put together, the gradient
+of the one-process cross entropy on the full logits (float64 to 1e-12, float32 to 1e-5), over
+reductions, class weights, ignored rows, label smoothing, z-loss and softcap; torch.compile
+(fullgraph) and DTensor inputs give the same; bad input raises the same error on every rank.
+One spawn per world size, every check inside it; a 60 s process-group timeout bounds any hang."""
+
+import datetime
+import os
+import socket
+import traceback
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fusedloss
+from fusedloss.vocab_parallel import vocab_parallel_cross_entropy
+
+FL = fusedloss.functional
+TIMEOUT_SECONDS = 60
+ROWS, VOCAB = 23, 37
+OPTIONS = [
+    {},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"label_smoothing": 0.2},
+    {"z_loss": 1e-2, "reduction": "none"},
+    {"softcap": 3.0},
+    {"weight": True, "label_smoothing": 0.1, "z_loss": 1e-3, "softcap": 5.0},
+    {"weight": True, "reduction": "sum", "ignore_index": 3},
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shards(world_size):
+    """Class ranges per rank: even at 2, uneven at 4."""
+    cuts = [0, 19, VOCAB] if world_size == 2 else [0, 10, 20, 30, VOCAB]
+    return [(cuts[r], cuts[r + 1]) for r in range(world_size)]
+
+
+def case(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(ROWS, VOCAB, generator=g, dtype=torch.float64) * 3).to(dtype)
+    target = torch.randint(VOCAB, (ROWS,), generator=g)
+    target[::5] = -100
+    weight = torch.rand(VOCAB, generator=g, dtype=torch.float64).to(dtype) + 0.5
+    return logits, target, weight
+
+
+def compare(rank, world_size, dtype, options, fn=vocab_parallel_cross_entropy):
+    logits, target, weight = case(dtype)
+    kw = dict(options)
+    if kw.pop("weight", False):
+        kw["weight"] = weight
+    target = torch.where(target == -100, kw.get("ignore_index", -100), target)
+    lo, hi = shards(world_size)[rank]
+    full = logits.clone().requires_grad_()
+    expected = FL.cross_entropy(full, target, **kw)
+    grad_out = torch.linspace(0.5, 1.5, expected.numel(), dtype=dtype).view(expected.shape)
+    expected.backward(grad_out)
+    mine = logits[:, lo:hi].clone().requires_grad_()
+    got = fn(mine, target, **kw)
+    got.backward(grad_out)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(got, expected.detach(), **tol, msg=lambda m: f"loss {options} {dtype}: {m}")
+    torch.testing.assert_close(mine.grad, full.grad[:, lo:hi], **tol, msg=lambda m: f"grad {options} {dtype}: {m}")
+
+
+def expect_error_everywhere(kind, text, call):
+    try:
+        call()
+    except kind as e:
+        assert text in str(e), str(e)
+        return
+    raise AssertionError(f"no {kind.__name__} ({text})")
+
+
+def worker(rank, world_size, port, errors):
+    try:
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+        dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS))
+        for dtype in (torch.float64, torch.float32):
+            for options in OPTIONS:
+                compare(rank, world_size, dtype, options)
+        # torch.compile, fullgraph: the same values (the host-side checks are skipped there).
+        compiled = torch.compile(vocab_parallel_cross_entropy, fullgraph=True)
+        compare(rank, world_size, torch.float64, {"label_smoothing": 0.1}, compiled)
+        # DTensor logits sharded on the classes, through fusedloss.functional.cross_entropy.
+        if world_size == 2:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.tensor import Shard, distribute_tensor
+            mesh = init_device_mesh("cpu", (world_size,))
+            logits, target, _ = case(torch.float64)
+            full = logits.clone().requires_grad_()
+            expected = FL.cross_entropy(full, target)
+            expected.backward()
+            sharded = distribute_tensor(logits, mesh, [Shard(1)]).requires_grad_()
+            got = FL.cross_entropy(sharded, target)
+            got.backward()
+            torch.testing.assert_close(got, expected.detach(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(sharded.grad.full_tensor(), full.grad, rtol=1e-12, atol=1e-12)
+        # Bad input: the same error on every rank, no rank left waiting.
+        logits, target, weight = case(torch.float64)
+        lo, hi = shards(world_size)[rank]
+        mine = logits[:, lo:hi]
+        bad = target.clone()
+        bad[7] = VOCAB  # out of the global range: within no rank's shard
+        expect_error_everywhere(IndexError, f"target {VOCAB} at position 7 is out of bounds",
+                                lambda: vocab_parallel_cross_entropy(mine, bad))
+        short = mine[: ROWS - 1] if rank == 0 else mine
+        expect_error_everywhere(ValueError, "disagree on the number of rows",
+                                lambda: vocab_parallel_cross_entropy(short, target[: short.size(0)]))
+        other = target.clone()
+        if rank == world_size - 1:
+            other[0] = 1 if int(other[0]) != 1 else 2
+        expect_error_everywhere(ValueError, "disagree on the targets",
+                                lambda: vocab_parallel_cross_entropy(mine, other))
+        expect_error_everywhere(ValueError, "weight must hold one value per class",
+                                lambda: vocab_parallel_cross_entropy(mine, target, weight=weight[:-1]))
+        # check_target=False: the bad row's loss is NaN, the others are right.
+        rows = vocab_parallel_cross_entropy(mine, bad, reduction="none", check_target=False)
+        assert torch.isnan(rows[7]) and not torch.isnan(rows[:7]).any()
+        dist.barrier()
+    except Exception:  # noqa: BLE001 - reported to the parent
+        errors.put((rank, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_vocab_parallel_cross_entropy_distributed(world_size):
+    context = mp.get_context("spawn")
+    errors = context.Queue()
+    port = free_port()
+    processes = [context.Process(target=worker, args=(rank, world_size, port, errors))
+                 for rank in range(world_size)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=2 * TIMEOUT_SECONDS + 60)
+    alive = [p for p in processes if p.is_alive()]
+    for p in alive:
+        p.terminate()
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not alive, f"{len(alive)} of {world_size} processes did not finish in time"
+    assert not found, "\n".join(f"rank {r}:\n{t}" for r, t in found)
+    assert all(p.exitcode == 0 for p in processes), [p.exitcode for p in processes]
