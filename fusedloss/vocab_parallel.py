@@ -171,16 +171,27 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         gradient = g.to(input.dtype)
         ctx.save_for_backward(gradient)
         ctx.reduction = reduction
+        ctx.used_up = False
         return loss
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
+        # The saved gradient becomes input.grad with no copy: handed out as it is for a reduced
+        # loss whose grad_output is a plain CPU 1 (loss.backward()), else scaled in place, which
+        # uses it up (a second backward through the same graph then raises, as torch's chunked
+        # F.linear_cross_entropy does): never a second gradient-sized buffer.
+        if ctx.used_up:  # before the saved tensor is unpacked (torch's own version check)
+            raise RuntimeError(f"{_OP}: the saved gradient was used up by an earlier backward of "
+                               "this graph (scaled in place); run the forward again to call "
+                               "backward twice")
         (gradient,) = ctx.saved_tensors
-        if ctx.reduction == "none":
-            grad = gradient * grad_output[:, None].to(gradient.dtype)
-        else:
-            grad = gradient * grad_output.to(gradient.dtype)
-        return grad, None, None, None, None, None, None, None, None, None
+        none = ctx.reduction == "none"
+        if not none and grad_output.device.type == "cpu" and not torch.compiler.is_compiling() \
+                and float(grad_output) == 1.0:
+            return (gradient,) + (None,) * 9
+        ctx.used_up = True
+        factor = grad_output[:, None] if none else grad_output
+        return (gradient.mul_(factor.to(gradient.dtype)),) + (None,) * 9
 
 
 def vocab_parallel_cross_entropy(

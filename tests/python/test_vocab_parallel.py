@@ -125,6 +125,16 @@ def worker(rank, world_size, port, errors):
                                 lambda: vocab_parallel_cross_entropy(mine, other))
         expect_error_everywhere(ValueError, "weight must hold one value per class",
                                 lambda: vocab_parallel_cross_entropy(mine, target, weight=weight[:-1]))
+        # Backward hands the saved gradient out (grad_output 1) or scales it in place, once.
+        x = mine.clone().requires_grad_()
+        loss = vocab_parallel_cross_entropy(x, target)
+        loss.backward(retain_graph=True)
+        first = x.grad.clone()
+        loss.backward(retain_graph=True)  # grad_output 1: the buffer is untouched
+        torch.testing.assert_close(x.grad, 2 * first, rtol=1e-12, atol=0)
+        (loss * 3).backward(retain_graph=True)  # scaled in place: used up
+        expect_error_everywhere(RuntimeError, "used up by an earlier backward",
+                                lambda: (loss * 3).backward())
         # check_target=False: the bad row's loss is NaN, the others are right.
         rows = vocab_parallel_cross_entropy(mine, bad, reduction="none", check_target=False)
         assert torch.isnan(rows[7]) and not torch.isnan(rows[:7]).any()
