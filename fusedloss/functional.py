@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn import _reduction as _Reduction
 
 from . import vocab_parallel as _vocab_parallel
-from .vocab_parallel import vocab_parallel_cross_entropy
+from .vocab_parallel import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
 __all__ = [
     "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "gaussian_nll_loss",
@@ -22,7 +22,7 @@ __all__ = [
     "triplet_margin_with_distance_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
     "multilabel_margin_loss",
-    "linear_cross_entropy", "vocab_parallel_cross_entropy",
+    "linear_cross_entropy", "vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy",
 ]
 
 

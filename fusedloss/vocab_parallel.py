@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 _OP = "fusedloss.vocab_parallel_cross_entropy"
+_OP_LINEAR = "fusedloss.vocab_parallel_linear_cross_entropy"
 
 
 def _all_gather(tensor: Tensor, group) -> Tensor:
@@ -70,128 +71,307 @@ def _check_agreement(every: Tensor, target: Tensor, ignore_index: int, vocab: in
                              f"{ignore_index}")
 
 
+class _Problem:
+    """What every rank agrees on before any logits are looked at (the first collective) and what
+    follows from the targets alone: the class offset of this rank, the vocabulary, and the
+    per-row terms of the loss (which rows count, their hard and smoothing weights)."""
+
+    def __init__(self, rows: int, classes: int, target: Tensor, weight: Optional[Tensor], group,
+                 ignore_index: int, label_smoothing: float, check_target: bool, acc, device):
+        every = _all_gather(_shape_and_targets(torch.empty(rows, classes, device="meta"), target)
+                            .to(device), group)
+        self.offset = every[:dist.get_rank(group), 1].sum()
+        self.vocab = every[:, 1].sum()
+        if not torch.compiler.is_compiling():
+            vocab = int(self.vocab)
+            _check_agreement(every, target, ignore_index, vocab, check_target)
+            if weight is not None and weight.shape != (vocab,):
+                raise ValueError(f"{_OP}: weight must hold one value per class of the whole "
+                                 f"vocabulary ({vocab}, the sum of the ranks' shards), got "
+                                 f"shape {tuple(weight.shape)}")
+        self.classes, self.acc, self.device = classes, acc, device
+        self.zero = torch.zeros((), dtype=acc, device=device)
+        self.smoothing = label_smoothing
+        self.weight = weight.to(acc) if weight is not None else None
+        self.valid = (target != ignore_index) & (target >= 0) & (target < self.vocab)
+        self.bad = (target != ignore_index) & ~self.valid
+        w_t = (self.weight[target.clamp(0, self.weight.numel() - 1)] if self.weight is not None
+               else torch.ones(rows, dtype=acc, device=device))
+        self.w_t = torch.where(self.valid, w_t, self.zero)
+        self.hard = (1 - label_smoothing) * self.w_t
+        self.q_total = self.zero.expand(rows)
+        self.q_vec = None  # q_c = smoothing / V * w_c over this rank's classes
+        if label_smoothing > 0:
+            scale = label_smoothing / self.vocab.to(acc)
+            all_q = (self.weight.sum() * scale if self.weight is not None
+                     else torch.full((), label_smoothing, dtype=acc, device=device))
+            self.q_total = torch.where(self.valid, all_q, self.zero)
+            local = (torch.index_select(self.weight, 0,
+                                        self.offset + torch.arange(classes, device=device))
+                     if self.weight is not None else torch.ones(classes, dtype=acc, device=device))
+            self.q_vec = local * scale
+
+    def factors(self, reduction: str):
+        """The factors of the cross-entropy and z-loss terms in the loss's gradient: 1 for 'none'
+        and 'sum'; for 'mean' 1/W (W the summed weights of the counted targets) and 1/n."""
+        one = torch.ones((), dtype=self.acc, device=self.device)
+        if reduction != "mean":
+            return one, one
+        return 1 / self.w_t.sum(), 1 / self.valid.sum().to(self.acc)
+
+    def reduce(self, ce_rows: Tensor, z_rows: Tensor, reduction: str) -> Tensor:
+        if reduction == "none":
+            return ce_rows + z_rows
+        if reduction == "sum":
+            return ce_rows.sum() + z_rows.sum()
+        a, a_z = self.factors("mean")
+        return ce_rows.sum() * a + z_rows.sum() * a_z  # 0/0 = NaN when no target counts, as torch
+
+
+def _shard_rows(g: Tensor, rows: slice, p: _Problem, target: Tensor, group, z_loss: float,
+                softcap: Optional[float], a: Tensor, a_z: Tensor, row_scale: Optional[Tensor]):
+    """The rows `rows` of the loss, from g, this rank's logits of those rows in the accumulation
+    dtype, which it overwrites with their gradient (times a, a_z, and row_scale per row when
+    given). One collective: every rank's per-row statistics. Returns the rows' cross-entropy and
+    z-loss terms (NaN for a bad target)."""
+    zero = p.zero
+    n = g.size(0)
+    target = target[rows]
+    valid, bad, hard, q_total = p.valid[rows], p.bad[rows], p.hard[rows], p.q_total[rows]
+    slope = None
+    if softcap is not None:
+        g.div_(softcap).tanh_()
+        slope = 1 - g * g  # d softcap(x) / dx
+        g.mul_(softcap)
+    local_target = target - p.offset
+    in_shard = (local_target >= 0) & (local_target < p.classes)
+    safe_local = local_target.clamp(0, p.classes - 1)
+    target_logit = torch.where(in_shard, g.gather(1, safe_local[:, None]).squeeze(1), zero)
+    q_dot_x = torch.mv(g, p.q_vec) if p.q_vec is not None else zero.expand(n)
+    local_max = g.amax(1)
+    shift = torch.where(local_max == -torch.inf, zero, local_max)  # a shard of -inf: sum 0
+    g.sub_(shift[:, None]).exp_()
+    stats = torch.stack([local_max, g.sum(1), target_logit, q_dot_x], 1)
+
+    # Every rank's statistics, merged into the same logsumexp on every rank.
+    every = _all_gather(stats, group)  # (world, n, 4)
+    every_shift = torch.where(every[..., 0] == -torch.inf, zero, every[..., 0])
+    global_shift = every_shift.amax(0)
+    lse = global_shift + torch.log((every[..., 1] * torch.exp(every_shift - global_shift)).sum(0))
+    x_t, q_dot_x = every[..., 2].sum(0), every[..., 3].sum(0)
+
+    # hard (lse - x_t) + sum_c q_c (lse - x_c) + z lse^2 over the counted rows.
+    nan = torch.full((), float("nan"), dtype=p.acc, device=g.device)
+    ce_rows = torch.where(valid, (hard + q_total) * lse - hard * x_t - q_dot_x, zero)
+    ce_rows = torch.where(bad, nan, ce_rows)  # check_target=False (or compiled): NaN rows
+    z_rows = torch.where(valid, z_loss * lse * lse, zero)
+
+    # The gradient: p_c ((hard + q_total) a + 2 z lse a_z) - q_c a - hard a [c = t], with
+    # p_c = exp(x_c - lse) = g_c exp(shift - lse).
+    scale = row_scale.to(p.acc) if row_scale is not None else torch.ones((), dtype=p.acc,
+                                                                           device=g.device)
+    a_rows = torch.where(valid, a * scale, zero).expand(n)
+    coefficient = torch.exp(shift - lse) * ((hard + q_total) * a_rows
+                                            + torch.where(valid, 2 * z_loss * lse, zero) * a_z * scale)
+    g.mul_(torch.where(bad, nan, coefficient)[:, None])
+    if p.q_vec is not None:
+        g.addr_(a_rows, p.q_vec, alpha=-1)
+    g.scatter_add_(1, safe_local[:, None], torch.where(in_shard, -hard * a_rows, zero)[:, None])
+    if slope is not None:
+        g.mul_(slope)
+    return ce_rows, z_rows
+
+
+def _accumulation_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _saved_gradients_times(ctx, factor: Tensor, num_inputs: int):
+    """The backward of both functions: their gradients were computed in the forward and saved.
+    Each becomes a .grad with no copy: handed out as it is when factor (grad_output, shaped to
+    the gradients) is a plain CPU 1 (loss.backward()), else scaled in place, which uses it up (a
+    second backward through the same graph then raises, as torch's chunked
+    F.linear_cross_entropy does): never a second gradient-sized buffer."""
+    if ctx.used_up:  # before the saved tensors are unpacked (torch's own version check)
+        raise RuntimeError(f"{_OP}: the saved gradient was used up by an earlier backward of "
+                           "this graph (scaled in place); run the forward again to call "
+                           "backward twice")
+    saved = ctx.saved_tensors
+    padding = (None,) * (num_inputs - len(saved))
+    if factor.dim() == 0 and factor.device.type == "cpu" and not torch.compiler.is_compiling() \
+            and float(factor) == 1.0:
+        return saved + padding
+    ctx.used_up = True
+    return tuple(None if t is None else t.mul_(factor.to(t.dtype)) for t in saved) + padding
+
+
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, target: Tensor, weight: Optional[Tensor], group,
                 ignore_index: int, reduction: str, label_smoothing: float, z_loss: float,
                 softcap: Optional[float], check_target: bool) -> Tensor:
         rows, classes = input.shape
-        acc = torch.float64 if input.dtype == torch.float64 else torch.float32
-        device = input.device
-        zero = torch.zeros((), dtype=acc, device=device)
-        rank = dist.get_rank(group)
-
-        # 1. Shapes, class offsets and the target check, the same on every rank.
-        every = _all_gather(_shape_and_targets(input, target), group)
-        offset = every[:rank, 1].sum()
-        vocab = every[:, 1].sum()
-        if not torch.compiler.is_compiling():
-            vocab_int = int(vocab)
-            _check_agreement(every, target, ignore_index, vocab_int, check_target)
-            if weight is not None and weight.shape != (vocab_int,):
-                raise ValueError(f"{_OP}: weight must hold one value per class of the whole "
-                                 f"vocabulary ({vocab_int}, the sum of the ranks' shards), got "
-                                 f"shape {tuple(weight.shape)}")
-
-        # 2. Local statistics, in the accumulation dtype; g becomes the gradient.
-        g = input.to(acc, copy=True)
-        slope = None
-        if softcap is not None:
-            g.div_(softcap).tanh_()
-            slope = 1 - g * g  # d softcap(x) / dx
-            g.mul_(softcap)
-        local_target = target - offset
-        in_shard = (local_target >= 0) & (local_target < classes)
-        safe_local = local_target.clamp(0, classes - 1)
-        target_logit = torch.where(in_shard, g.gather(1, safe_local[:, None]).squeeze(1), zero)
-        valid = (target != ignore_index) & (target >= 0) & (target < vocab)
-        bad = (target != ignore_index) & ~valid
-        weight_acc = weight.to(acc) if weight is not None else None
-        q_vec = None  # q_c = smoothing / V * w_c over this rank's classes
-        q_dot_x = torch.zeros(rows, dtype=acc, device=device)
-        if label_smoothing > 0:
-            local_weight = (torch.index_select(weight_acc, 0,
-                                               offset + torch.arange(classes, device=device))
-                            if weight_acc is not None
-                            else torch.ones(classes, dtype=acc, device=device))
-            q_vec = local_weight * (label_smoothing / vocab.to(acc))
-            q_dot_x = torch.mv(g, q_vec)
-        local_max = g.amax(1)
-        shift = torch.where(local_max == -torch.inf, zero, local_max)  # a shard of -inf: sum 0
-        g.sub_(shift[:, None]).exp_()
-        stats = torch.stack([local_max, g.sum(1), target_logit, q_dot_x], 1)
-
-        # 3. Every rank's statistics, merged into the same logsumexp on every rank.
-        every_stats = _all_gather(stats, group)  # (world, N, 4)
-        every_shift = torch.where(every_stats[..., 0] == -torch.inf, zero, every_stats[..., 0])
-        global_shift = every_shift.amax(0)
-        sum_exp = (every_stats[..., 1] * torch.exp(every_shift - global_shift)).sum(0)
-        lse = global_shift + torch.log(sum_exp)
-        x_t = every_stats[..., 2].sum(0)
-        q_dot_x = every_stats[..., 3].sum(0)
-
-        # 4. Per-row loss: hard (lse - x_t) + sum_c q_c (lse - x_c) + z lse^2, over counted rows.
-        w_t = (weight_acc[target.clamp(0, weight_acc.numel() - 1)] if weight_acc is not None
-               else torch.ones(rows, dtype=acc, device=device))
-        w_t = torch.where(valid, w_t, zero)
-        hard = (1 - label_smoothing) * w_t
-        q_total = zero.expand(rows)
-        if label_smoothing > 0:
-            all_q = (weight_acc.sum() * (label_smoothing / vocab.to(acc)) if weight_acc is not None
-                     else torch.full((), label_smoothing, dtype=acc, device=device))
-            q_total = torch.where(valid, all_q, zero)
-        ce_rows = torch.where(valid, (hard + q_total) * lse - hard * x_t - q_dot_x, zero)
-        z_rows = torch.where(valid, z_loss * lse * lse, zero)
-        nan = torch.full((), float("nan"), dtype=acc, device=device)
-        ce_rows = torch.where(bad, nan, ce_rows)  # check_target=False (or compiled): NaN rows
-
-        # Reduction and the gradient's factors ('mean': 1/W for the cross entropy, W the summed
-        # weights of the counted targets, and 1/n for z, n their count).
-        one = torch.ones((), dtype=acc, device=device)
-        if reduction == "none":
-            loss, a, a_z = ce_rows + z_rows, one, one
-        elif reduction == "sum":
-            loss, a, a_z = ce_rows.sum() + z_rows.sum(), one, one
-        else:
-            total_weight, count = w_t.sum(), valid.sum().to(acc)
-            loss = ce_rows.sum() / total_weight + z_rows.sum() / count
-            a, a_z = 1 / total_weight, 1 / count
-        loss = loss.to(input.dtype)
-
-        # 5. The gradient of the local logits: p_c ((hard + q_total) a + 2 z lse a_z) - q_c a
-        # - hard a [c = t], with p_c = exp(x_c - lse) = g_c exp(shift - lse).
-        coefficient = torch.exp(shift - lse) * ((hard + q_total) * a
-                                                + torch.where(valid, 2 * z_loss * lse, zero) * a_z)
-        g.mul_(torch.where(bad, nan, coefficient)[:, None])
-        if q_vec is not None:
-            g.addr_(torch.where(valid, a, zero).expand(rows), q_vec, alpha=-1)
-        g.scatter_add_(1, safe_local[:, None], torch.where(in_shard, -hard * a, zero)[:, None])
-        if slope is not None:
-            g.mul_(slope)
-        gradient = g.to(input.dtype)
-        ctx.save_for_backward(gradient)
-        ctx.reduction = reduction
-        ctx.used_up = False
-        return loss
+        acc = _accumulation_dtype(input.dtype)
+        p = _Problem(rows, classes, target, weight, group, ignore_index, label_smoothing,
+                     check_target, acc, input.device)
+        g = input.to(acc, copy=True)  # becomes the gradient
+        a, a_z = p.factors(reduction)
+        ce_rows, z_rows = _shard_rows(g, slice(None), p, target, group, z_loss, softcap, a, a_z,
+                                      None)
+        ctx.save_for_backward(g.to(input.dtype))
+        ctx.reduction, ctx.used_up = reduction, False
+        return p.reduce(ce_rows, z_rows, reduction).to(input.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        # The saved gradient becomes input.grad with no copy: handed out as it is for a reduced
-        # loss whose grad_output is a plain CPU 1 (loss.backward()), else scaled in place, which
-        # uses it up (a second backward through the same graph then raises, as torch's chunked
-        # F.linear_cross_entropy does): never a second gradient-sized buffer.
-        if ctx.used_up:  # before the saved tensor is unpacked (torch's own version check)
-            raise RuntimeError(f"{_OP}: the saved gradient was used up by an earlier backward of "
-                               "this graph (scaled in place); run the forward again to call "
-                               "backward twice")
-        (gradient,) = ctx.saved_tensors
-        none = ctx.reduction == "none"
-        if not none and grad_output.device.type == "cpu" and not torch.compiler.is_compiling() \
-                and float(grad_output) == 1.0:
-            return (gradient,) + (None,) * 9
-        ctx.used_up = True
-        factor = grad_output[:, None] if none else grad_output
-        return (gradient.mul_(factor.to(gradient.dtype)),) + (None,) * 9
+        factor = grad_output[:, None] if ctx.reduction == "none" else grad_output
+        return _saved_gradients_times(ctx, factor, 10)
+
+
+def _all_reduce_sum(tensor: Tensor, group) -> Tensor:
+    import torch.distributed._functional_collectives as funcol
+    reduced = funcol.all_reduce(tensor, "sum", group)
+    return funcol.wait_tensor(reduced) if hasattr(funcol, "wait_tensor") else reduced
+
+
+def _default_chunk_rows(classes: int) -> int:
+    """Rows whose logits shard takes 32 MiB in float32, at least 128 (a matmul of fewer rows
+    runs far from the machine's peak)."""
+    return max(128, (32 << 20) // (4 * max(classes, 1)))
+
+
+def _linear_chunks(x: Tensor, w: Tensor, b: Optional[Tensor], target: Tensor, p: _Problem, group,
+                   z_loss: float, softcap: Optional[float], a: Tensor, a_z: Tensor,
+                   row_scale: Optional[Tensor], chunk: int, wanted):
+    """The rows of x (N, H) in chunks: each chunk's logits shard x_c w^T (+ b), its loss terms,
+    and its share of the gradients of x, w and b (those `wanted`), taken at once. The gradient
+    of x sums every rank's share: one all-reduce at the end."""
+    rows = x.size(0)
+    acc = p.acc
+    want_x, want_w, want_b = wanted
+    param_acc = acc if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    gx = torch.zeros_like(x) if want_x else None
+    gw = torch.zeros(w.shape, dtype=param_acc, device=w.device) if want_w else None
+    gb = torch.zeros(w.size(0), dtype=param_acc, device=w.device) if want_b else None
+    ce, z = [], []
+    for start in range(0, rows, chunk):
+        part = slice(start, min(rows, start + chunk))
+        xc = x[part]
+        logits = torch.addmm(b, xc, w.t()) if b is not None else xc @ w.t()
+        g = logits.to(acc)  # no copy in float32 / float64
+        scale = row_scale[part] if row_scale is not None else None
+        ce_c, z_c = _shard_rows(g, part, p, target, group, z_loss, softcap, a, a_z, scale)
+        ce.append(ce_c)
+        z.append(z_c)
+        gd = g.to(x.dtype)
+        if want_x:
+            gx[part] = gd @ w
+        if want_w:
+            gw += (gd.t() @ xc).to(param_acc)
+        if want_b:
+            gb += gd.sum(0, dtype=param_acc)
+        del logits, g, gd
+    if want_x:
+        gx = _all_reduce_sum(gx, group)
+    grads = (gx, None if gw is None else gw.to(w.dtype), None if gb is None else gb.to(w.dtype))
+    return torch.cat(ce), torch.cat(z), grads
+
+
+class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input: Tensor, linear_weight: Tensor, linear_bias: Optional[Tensor],
+                target: Tensor, weight: Optional[Tensor], group, ignore_index: int,
+                reduction: str, label_smoothing: float, z_loss: float, softcap: Optional[float],
+                chunk_size: Optional[int], check_target: bool) -> Tensor:
+        x = input.reshape(-1, input.size(-1))
+        t = target.reshape(-1)
+        acc = _accumulation_dtype(input.dtype)
+        p = _Problem(x.size(0), linear_weight.size(0), t, weight, group, ignore_index,
+                     label_smoothing, check_target, acc, input.device)
+        chunk = chunk_size or _default_chunk_rows(linear_weight.size(0))
+        a, a_z = p.factors(reduction)
+        # 'none': the gradients depend on a per-row grad_output; backward runs the chunks again.
+        wanted = ctx.needs_input_grad[:3] if reduction != "none" else (False, False, False)
+        ce, z, grads = _linear_chunks(x, linear_weight, linear_bias, t, p, group, z_loss, softcap,
+                                      a, a_z, None, chunk, wanted)
+        gx, gw, gb = grads
+        if reduction == "none":
+            ctx.save_for_backward(input, linear_weight, linear_bias, target, weight)
+            ctx.options = (group, ignore_index, label_smoothing, z_loss, softcap, chunk)
+        else:
+            ctx.save_for_backward(None if gx is None else gx.view(input.shape), gw, gb)
+        ctx.reduction, ctx.used_up = reduction, False
+        loss = p.reduce(ce, z, reduction)
+        return (loss.view(target.shape) if reduction == "none" else loss).to(input.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        if ctx.reduction != "none":
+            return _saved_gradients_times(ctx, grad_output, 13)
+        input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
+        group, ignore_index, label_smoothing, z_loss, softcap, chunk = ctx.options
+        x, t = input.reshape(-1, input.size(-1)), target.reshape(-1)
+        p = _Problem(x.size(0), linear_weight.size(0), t, weight, group, ignore_index,
+                     label_smoothing, False, _accumulation_dtype(input.dtype), input.device)
+        a, a_z = p.factors("none")
+        _, _, (gx, gw, gb) = _linear_chunks(x, linear_weight, linear_bias, t, p, group, z_loss,
+                                            softcap, a, a_z, grad_output.reshape(-1), chunk,
+                                            ctx.needs_input_grad[:3])
+        return (None if gx is None else gx.view(input.shape), gw, gb) + (None,) * 10
+
+
+def vocab_parallel_linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    process_group=None,
+    linear_bias: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+    check_target: bool = True,
+) -> Tensor:
+    """cross_entropy(input @ linear_weight.T + linear_bias, target) with the classifier sharded
+    by rows over the ranks of process_group (a tensor-parallel LM head): linear_weight is this
+    rank's (V_rank, H) rows, linear_bias its (V_rank); input (N, H) or (B, T, H) and target (N)
+    or (B, T) are the same on every rank. Rows go chunk_size at a time (None: the rows whose
+    logits shard takes 32 MiB, at least 128), so no rank holds more than one chunk of its logits
+    shard; the gradients are taken chunk by chunk in the forward, the input's summed over the
+    ranks by one all-reduce. One small all-gather per chunk (every rank must use the same
+    chunk_size), one before the first. Options as in vocab_parallel_cross_entropy."""
+    _check_options(reduction, label_smoothing, softcap)
+    if input.dim() not in (2, 3) or linear_weight.dim() != 2 or \
+            input.size(-1) != linear_weight.size(1):
+        raise ValueError(f"{_OP_LINEAR}: input must be (N, H) or (B, T, H) and linear_weight this "
+                         f"rank's (V_rank, H) rows; got shapes {tuple(input.shape)} and "
+                         f"{tuple(linear_weight.shape)}")
+    if target.shape != input.shape[:-1] or target.is_floating_point():
+        raise ValueError(f"{_OP_LINEAR}: target must be class indices of shape "
+                         f"{tuple(input.shape[:-1])}; got shape {tuple(target.shape)} of "
+                         f"{target.dtype}")
+    if linear_bias is not None and linear_bias.shape != (linear_weight.size(0),):
+        raise ValueError(f"{_OP_LINEAR}: linear_bias must be this rank's ({linear_weight.size(0)},) "
+                         f"entries; got shape {tuple(linear_bias.shape)}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"{_OP_LINEAR}: chunk_size must be positive (or None), got {chunk_size}")
+    group = process_group if process_group is not None else dist.group.WORLD
+    return _VocabParallelLinearCrossEntropy.apply(
+        input, linear_weight, linear_bias, target.long(), weight, group, ignore_index, reduction,
+        float(label_smoothing), float(z_loss), softcap, chunk_size, check_target)
+
+
+def _check_options(reduction: str, label_smoothing: float, softcap: Optional[float]) -> None:
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{_OP}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{_OP}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"{_OP}: softcap must be positive (or None), got {softcap}")
 
 
 def vocab_parallel_cross_entropy(
@@ -213,8 +393,7 @@ def vocab_parallel_cross_entropy(
     rank. The loss (and, for 'none', every row's loss) is the same on every rank and equals
     cross_entropy of the full (N, V) logits; input.grad is this rank's shard of its gradient.
     Options as in fusedloss.functional.cross_entropy (class-index targets)."""
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"{_OP}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    _check_options(reduction, label_smoothing, softcap)
     if input.dim() != 2:
         raise ValueError(f"{_OP}: input must be (N, V_rank), this rank's shard of the classes; got "
                          f"shape {tuple(input.shape)}")
@@ -226,10 +405,6 @@ def vocab_parallel_cross_entropy(
     if target.device != input.device:
         raise ValueError(f"{_OP}: target must be on the input's device {input.device}, got "
                          f"{target.device}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{_OP}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if softcap is not None and not softcap > 0:
-        raise ValueError(f"{_OP}: softcap must be positive (or None), got {softcap}")
     group = process_group if process_group is not None else dist.group.WORLD
     return _VocabParallelCrossEntropy.apply(input, target.long(), weight, group, ignore_index,
                                             reduction, float(label_smoothing), float(z_loss),

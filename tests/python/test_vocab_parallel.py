@@ -1,8 +1,10 @@
 """Vocab-parallel cross entropy (torch.distributed, gloo on 127.0.0.1): logits sharded along the
 classes over 2 and 4 processes (uneven shards at 4) give the loss and, put together, the gradient
 of the one-process cross entropy on the full logits (float64 to 1e-12, float32 to 1e-5), over
-reductions, class weights, ignored rows, label smoothing, z-loss and softcap; torch.compile
-(fullgraph) and DTensor inputs give the same; bad input raises the same error on every rank.
+reductions, class weights, ignored rows, label smoothing, z-loss and softcap; so does the
+vocab-parallel linear cross entropy (classifier rows sharded, chunks of rows, bias, (B, T, H)
+input) for the gradients of input, weight shard and bias shard; torch.compile (fullgraph) and
+DTensor inputs give the same; bad input raises the same error on every rank.
 One spawn per world size, every check inside it; a 60 s process-group timeout bounds any hang."""
 
 import datetime
@@ -13,6 +15,7 @@ import traceback
 import pytest
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import torch.multiprocessing as mp
 
 import fusedloss
@@ -73,6 +76,54 @@ def compare(rank, world_size, dtype, options, fn=vocab_parallel_cross_entropy):
     torch.testing.assert_close(mine.grad, full.grad[:, lo:hi], **tol, msg=lambda m: f"grad {options} {dtype}: {m}")
 
 
+LINEAR_OPTIONS = [
+    {"chunk_size": 5},
+    {"reduction": "sum", "bias": True, "chunk_size": 7},
+    {"reduction": "none", "bias": True, "chunk_size": 4, "batch": True},
+    {"weight": True, "label_smoothing": 0.1, "z_loss": 1e-3, "softcap": 5.0, "bias": True},
+]
+
+
+def compare_linear(rank, world_size, dtype, options, fn=None):
+    """vocab_parallel_linear_cross_entropy against the one-process cross_entropy of
+    F.linear(input, full weight, full bias): loss and the gradients of input, weight shard and
+    bias shard."""
+    fn = fn or fusedloss.functional.vocab_parallel_linear_cross_entropy
+    kw = dict(options)
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(ROWS, 6, generator=g, dtype=torch.float64).to(dtype)
+    w = torch.randn(VOCAB, 6, generator=g, dtype=torch.float64).to(dtype)
+    b = torch.randn(VOCAB, generator=g, dtype=torch.float64).to(dtype) if kw.pop("bias", False) else None
+    _, target, weight = case(dtype)
+    if kw.pop("weight", False):
+        kw["weight"] = weight
+    shape = (ROWS,)
+    if kw.pop("batch", False):  # (B, T, H) input
+        hidden, target, shape = hidden[:22].view(2, 11, 6), target[:22].view(2, 11), (2, 11)
+    lo, hi = shards(world_size)[rank]
+    full = [t.clone().requires_grad_() if t is not None else None for t in (hidden, w, b)]
+    ref_kw = {k: v for k, v in kw.items() if k != "chunk_size"}
+    expected = FL.cross_entropy(F.linear(full[0], full[1], full[2]).reshape(-1, VOCAB),
+                                target.reshape(-1), **ref_kw)
+    if ref_kw.get("reduction") == "none":
+        expected = expected.view(shape)
+    grad_out = torch.linspace(0.5, 1.5, expected.numel(), dtype=dtype).view(expected.shape)
+    expected.backward(grad_out)
+    mine = [hidden.clone().requires_grad_(), w[lo:hi].clone().requires_grad_(),
+            b[lo:hi].clone().requires_grad_() if b is not None else None]
+    got = fn(mine[0], mine[1], target, linear_bias=mine[2], **kw)
+    got.backward(grad_out)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(got, expected.detach(), **tol,
+                               msg=lambda m: f"linear loss {options} {dtype}: {m}")
+    pairs = [(mine[0].grad, full[0].grad), (mine[1].grad, full[1].grad[lo:hi])]
+    if b is not None:
+        pairs.append((mine[2].grad, full[2].grad[lo:hi]))
+    for name, (ours, theirs) in zip(("input", "weight", "bias"), pairs):
+        torch.testing.assert_close(ours, theirs, **tol,
+                                   msg=lambda m: f"linear grad {name} {options} {dtype}: {m}")
+
+
 def expect_error_everywhere(kind, text, call):
     try:
         call()
@@ -90,9 +141,15 @@ def worker(rank, world_size, port, errors):
         for dtype in (torch.float64, torch.float32):
             for options in OPTIONS:
                 compare(rank, world_size, dtype, options)
+            for options in LINEAR_OPTIONS:
+                compare_linear(rank, world_size, dtype, options)
         # torch.compile, fullgraph: the same values (the host-side checks are skipped there).
         compiled = torch.compile(vocab_parallel_cross_entropy, fullgraph=True)
         compare(rank, world_size, torch.float64, {"label_smoothing": 0.1}, compiled)
+        compiled_linear = torch.compile(fusedloss.functional.vocab_parallel_linear_cross_entropy,
+                                        fullgraph=True)
+        compare_linear(rank, world_size, torch.float64, {"chunk_size": 8, "bias": True},
+                       compiled_linear)
         # DTensor logits sharded on the classes, through fusedloss.functional.cross_entropy.
         if world_size == 2:
             from torch.distributed.device_mesh import init_device_mesh
@@ -125,6 +182,13 @@ def worker(rank, world_size, port, errors):
                                 lambda: vocab_parallel_cross_entropy(mine, other))
         expect_error_everywhere(ValueError, "weight must hold one value per class",
                                 lambda: vocab_parallel_cross_entropy(mine, target, weight=weight[:-1]))
+        hidden = torch.randn(ROWS, 6, dtype=torch.float64)
+        expect_error_everywhere(IndexError, f"target {VOCAB} at position 7 is out of bounds",
+                                lambda: fusedloss.functional.vocab_parallel_linear_cross_entropy(
+                                    hidden, torch.randn(hi - lo, 6, dtype=torch.float64), bad))
+        expect_error_everywhere(ValueError, "linear_weight this rank's (V_rank, H) rows",
+                                lambda: fusedloss.functional.vocab_parallel_linear_cross_entropy(
+                                    hidden, torch.randn(hi - lo, 5, dtype=torch.float64), target))
         # Backward hands the saved gradient out (grad_output 1) or scales it in place, once.
         x = mine.clone().requires_grad_()
         loss = vocab_parallel_cross_entropy(x, target)
