@@ -73,6 +73,7 @@ def worker(rank, port, n, v, repeats, results):
             step()
             times.append(time.perf_counter() - start)
         x.grad = None
+        fusedloss.cpu_cache_clear()  # the step allocates its gradient anew, as the first one does
         dist.barrier()
         peak = peak_rss_bytes(step)
         x.grad = None
@@ -118,7 +119,9 @@ def main():
               f"N={n}, V={v} ({v // WORLD} per process)\n\n{machine_description('cpu').replace(', 1 threads', '')}, one "
               f"thread per process; median of {args.repeats} steps after a warm-up (the slower "
               f"rank); every 17th target ignored. Peak: resident memory above what the process "
-              f"held before the step, with freed memory returned to the system. The shard's "
+              f"held before the step, with freed memory returned to the system and fusedloss's "
+              f"gradient cache emptied first (else the step reuses the block the last one left "
+              f"there and shows 0). The shard's "
               f"gradient takes {gradient:,} bytes.")
     write_results("vocab_parallel_cpu", rows, list(rows[0]), header)
 

@@ -17,8 +17,12 @@ collectives, both all-gathers of small tensors, never of logits:
 The gradient is computed in the forward, in one buffer that becomes input.grad (backward scales
 it by grad_output). The collectives are torch's functional collectives, so the function traces
 under torch.compile (fullgraph); compiled, it skips the host-side checks (a bad target then gives
-a NaN loss, as check_target=False does). The local arithmetic is composed from ATen ops in this
-version, not a fused kernel.
+a NaN loss, as check_target=False does). On the CPU the local work is two fused passes over the
+shard (the ops _vocab_shard_stats and _vocab_shard_gradient); other devices run the same
+formulas as ATen ops.
+
+vocab_parallel_linear_cross_entropy does the same for a classifier sharded by rows, a chunk of
+rows at a time (one small all-gather per chunk), with one all-reduce of the input's gradient.
 """
 
 from typing import Optional
@@ -29,6 +33,7 @@ from torch import Tensor
 
 _OP = "fusedloss.vocab_parallel_cross_entropy"
 _OP_LINEAR = "fusedloss.vocab_parallel_linear_cross_entropy"
+_FUSED_ON_CPU = True  # False: the ATen path of other devices, on the CPU (for the tests)
 
 
 def _all_gather(tensor: Tensor, group) -> Tensor:
@@ -128,30 +133,24 @@ class _Problem:
         return ce_rows.sum() * a + z_rows.sum() * a_z  # 0/0 = NaN when no target counts, as torch
 
 
-def _shard_rows(g: Tensor, rows: slice, p: _Problem, target: Tensor, group, z_loss: float,
+def _shard_rows(logits: Tensor, rows: slice, p: _Problem, target: Tensor, group, z_loss: float,
                 softcap: Optional[float], a: Tensor, a_z: Tensor, row_scale: Optional[Tensor]):
-    """The rows `rows` of the loss, from g, this rank's logits of those rows in the accumulation
-    dtype, which it overwrites with their gradient (times a, a_z, and row_scale per row when
-    given). One collective: every rank's per-row statistics. Returns the rows' cross-entropy and
-    z-loss terms (NaN for a bad target)."""
+    """The rows `rows` of the loss from `logits`, this rank's logits of those rows: their
+    cross-entropy and z-loss terms (NaN for a bad target) and the gradient of the logits (times
+    a, a_z, and row_scale per row when given), of the logits' dtype. One collective: every
+    rank's per-row statistics. On the CPU two fused passes (fusedloss._vocab_shard_stats and
+    _vocab_shard_gradient) around it; elsewhere the same formulas in ATen ops."""
     zero = p.zero
-    n = g.size(0)
+    n = logits.size(0)
     target = target[rows]
     valid, bad, hard, q_total = p.valid[rows], p.bad[rows], p.hard[rows], p.q_total[rows]
-    slope = None
-    if softcap is not None:
-        g.div_(softcap).tanh_()
-        slope = 1 - g * g  # d softcap(x) / dx
-        g.mul_(softcap)
     local_target = target - p.offset
-    in_shard = (local_target >= 0) & (local_target < p.classes)
-    safe_local = local_target.clamp(0, p.classes - 1)
-    target_logit = torch.where(in_shard, g.gather(1, safe_local[:, None]).squeeze(1), zero)
-    q_dot_x = torch.mv(g, p.q_vec) if p.q_vec is not None else zero.expand(n)
-    local_max = g.amax(1)
-    shift = torch.where(local_max == -torch.inf, zero, local_max)  # a shard of -inf: sum 0
-    g.sub_(shift[:, None]).exp_()
-    stats = torch.stack([local_max, g.sum(1), target_logit, q_dot_x], 1)
+    fused = logits.device.type == "cpu" and _FUSED_ON_CPU
+    if fused:
+        stats = torch.ops.fusedloss._vocab_shard_stats(logits, local_target, p.q_vec, softcap)
+    else:
+        g = logits.to(p.acc, copy=True)  # becomes the gradient
+        stats, shift, slope = _shard_stats_unfused(g, local_target, p, softcap)
 
     # Every rank's statistics, merged into the same logsumexp on every rank.
     every = _all_gather(stats, group)  # (world, n, 4)
@@ -161,25 +160,51 @@ def _shard_rows(g: Tensor, rows: slice, p: _Problem, target: Tensor, group, z_lo
     x_t, q_dot_x = every[..., 2].sum(0), every[..., 3].sum(0)
 
     # hard (lse - x_t) + sum_c q_c (lse - x_c) + z lse^2 over the counted rows.
-    nan = torch.full((), float("nan"), dtype=p.acc, device=g.device)
+    nan = torch.full((), float("nan"), dtype=p.acc, device=logits.device)
     ce_rows = torch.where(valid, (hard + q_total) * lse - hard * x_t - q_dot_x, zero)
     ce_rows = torch.where(bad, nan, ce_rows)  # check_target=False (or compiled): NaN rows
     z_rows = torch.where(valid, z_loss * lse * lse, zero)
 
-    # The gradient: p_c ((hard + q_total) a + 2 z lse a_z) - q_c a - hard a [c = t], with
-    # p_c = exp(x_c - lse) = g_c exp(shift - lse).
+    # The gradient: p_c P - q_c Q - [c = t] T, p_c = exp(x_c - lse), with
+    # P = (hard + q_total) a + 2 z lse a_z, Q = a and T = hard a (per row, times row_scale).
     scale = row_scale.to(p.acc) if row_scale is not None else torch.ones((), dtype=p.acc,
-                                                                           device=g.device)
-    a_rows = torch.where(valid, a * scale, zero).expand(n)
-    coefficient = torch.exp(shift - lse) * ((hard + q_total) * a_rows
-                                            + torch.where(valid, 2 * z_loss * lse, zero) * a_z * scale)
-    g.mul_(torch.where(bad, nan, coefficient)[:, None])
+                                                                           device=logits.device)
+    q_scale = torch.where(valid, a * scale, zero).expand(n)
+    p_scale = (hard + q_total) * q_scale + torch.where(valid, 2 * z_loss * lse, zero) * a_z * scale
+    p_scale = torch.where(bad, nan, p_scale)
+    if fused:
+        gradient = torch.ops.fusedloss._vocab_shard_gradient(
+            logits, local_target, p.q_vec, softcap, lse, p_scale.contiguous(),
+            q_scale.contiguous(), (hard * q_scale).contiguous())
+        return ce_rows, z_rows, gradient
+    g.mul_((torch.exp(shift - lse) * p_scale)[:, None])
     if p.q_vec is not None:
-        g.addr_(a_rows, p.q_vec, alpha=-1)
-    g.scatter_add_(1, safe_local[:, None], torch.where(in_shard, -hard * a_rows, zero)[:, None])
+        g.addr_(q_scale, p.q_vec, alpha=-1)
+    in_shard = (local_target >= 0) & (local_target < p.classes)
+    g.scatter_add_(1, local_target.clamp(0, p.classes - 1)[:, None],
+                   torch.where(in_shard, -hard * q_scale, zero)[:, None])
     if slope is not None:
         g.mul_(slope)
-    return ce_rows, z_rows
+    return ce_rows, z_rows, g.to(logits.dtype)
+
+
+def _shard_stats_unfused(g: Tensor, local_target: Tensor, p: _Problem, softcap: Optional[float]):
+    """_vocab_shard_stats in ATen ops, on g (the logits in the accumulation dtype), which it
+    leaves holding exp(x - shift): returns the statistics, the shift and the softcap's slope."""
+    zero = p.zero
+    slope = None
+    if softcap is not None:
+        g.div_(softcap).tanh_()
+        slope = 1 - g * g  # d softcap(x) / dx
+        g.mul_(softcap)
+    in_shard = (local_target >= 0) & (local_target < p.classes)
+    safe_local = local_target.clamp(0, p.classes - 1)
+    target_logit = torch.where(in_shard, g.gather(1, safe_local[:, None]).squeeze(1), zero)
+    q_dot_x = torch.mv(g, p.q_vec) if p.q_vec is not None else zero.expand(g.size(0))
+    local_max = g.amax(1)
+    shift = torch.where(local_max == -torch.inf, zero, local_max)  # a shard of -inf: sum 0
+    g.sub_(shift[:, None]).exp_()
+    return torch.stack([local_max, g.sum(1), target_logit, q_dot_x], 1), shift, slope
 
 
 def _accumulation_dtype(dtype):
@@ -214,11 +239,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         acc = _accumulation_dtype(input.dtype)
         p = _Problem(rows, classes, target, weight, group, ignore_index, label_smoothing,
                      check_target, acc, input.device)
-        g = input.to(acc, copy=True)  # becomes the gradient
         a, a_z = p.factors(reduction)
-        ce_rows, z_rows = _shard_rows(g, slice(None), p, target, group, z_loss, softcap, a, a_z,
-                                      None)
-        ctx.save_for_backward(g.to(input.dtype))
+        ce_rows, z_rows, gradient = _shard_rows(input, slice(None), p, target, group, z_loss,
+                                                softcap, a, a_z, None)
+        ctx.save_for_backward(gradient)
         ctx.reduction, ctx.used_up = reduction, False
         return p.reduce(ce_rows, z_rows, reduction).to(input.dtype)
 
@@ -258,19 +282,19 @@ def _linear_chunks(x: Tensor, w: Tensor, b: Optional[Tensor], target: Tensor, p:
         part = slice(start, min(rows, start + chunk))
         xc = x[part]
         logits = torch.addmm(b, xc, w.t()) if b is not None else xc @ w.t()
-        g = logits.to(acc)  # no copy in float32 / float64
         scale = row_scale[part] if row_scale is not None else None
-        ce_c, z_c = _shard_rows(g, part, p, target, group, z_loss, softcap, a, a_z, scale)
+        ce_c, z_c, gd = _shard_rows(logits, part, p, target, group, z_loss, softcap, a, a_z,
+                                    scale)
+        del logits
         ce.append(ce_c)
         z.append(z_c)
-        gd = g.to(x.dtype)
         if want_x:
             gx[part] = gd @ w
         if want_w:
             gw += (gd.t() @ xc).to(param_acc)
         if want_b:
             gb += gd.sum(0, dtype=param_acc)
-        del logits, g, gd
+        del gd
     if want_x:
         gx = _all_reduce_sum(gx, group)
     grads = (gx, None if gw is None else gw.to(w.dtype), None if gb is None else gb.to(w.dtype))

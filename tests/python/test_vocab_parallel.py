@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import torch.multiprocessing as mp
 
 import fusedloss
+from fusedloss import vocab_parallel
 from fusedloss.vocab_parallel import vocab_parallel_cross_entropy
 
 FL = fusedloss.functional
@@ -143,6 +144,12 @@ def worker(rank, world_size, port, errors):
                 compare(rank, world_size, dtype, options)
             for options in LINEAR_OPTIONS:
                 compare_linear(rank, world_size, dtype, options)
+        # The ATen path other devices take, run on the CPU.
+        vocab_parallel._FUSED_ON_CPU = False
+        for options in (OPTIONS[0], OPTIONS[2], OPTIONS[-2]):
+            compare(rank, world_size, torch.float64, options)
+        compare_linear(rank, world_size, torch.float64, LINEAR_OPTIONS[-1])
+        vocab_parallel._FUSED_ON_CPU = True
         # torch.compile, fullgraph: the same values (the host-side checks are skipped there).
         compiled = torch.compile(vocab_parallel_cross_entropy, fullgraph=True)
         compare(rank, world_size, torch.float64, {"label_smoothing": 0.1}, compiled)
@@ -230,3 +237,62 @@ def test_vocab_parallel_cross_entropy_distributed(world_size):
     assert not alive, f"{len(alive)} of {world_size} processes did not finish in time"
     assert not found, "\n".join(f"rank {r}:\n{t}" for r, t in found)
     assert all(p.exitcode == 0 for p in processes), [p.exitcode for p in processes]
+
+
+def shard_case(dtype, smoothing, softcap):
+    g = torch.Generator().manual_seed(2)
+    logits = (torch.randn(9, 13, generator=g, dtype=torch.float64) * 3).to(dtype)
+    logits[4] = -torch.inf  # a row of -inf in this shard: its sum is 0, not NaN
+    target = torch.tensor([0, 12, -1, 13, 5, 7, -100, 3, 2])  # outside [0, 13): another shard's
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    q = torch.rand(13, generator=g, dtype=torch.float64).to(acc) * 0.01 if smoothing else None
+    rows = [torch.rand(9, generator=g, dtype=torch.float64).to(acc) for _ in range(3)]
+    lse = torch.logsumexp(logits.to(acc), 1).nan_to_num(neginf=0.0)
+    return logits, target, q, softcap, lse, rows
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smoothing,softcap", [(False, None), (True, None), (True, 4.0)])
+def test_shard_kernels_match_their_aten_formulas(dtype, smoothing, softcap):
+    # The CPU kernels of the vocab-parallel op against the same formulas in ATen ops.
+    logits, target, q, cap, lse, (p, qs, ts) = shard_case(dtype, smoothing, softcap)
+    acc = lse.dtype
+    stats = torch.ops.fusedloss._vocab_shard_stats(logits, target, q, cap)
+    x = logits.to(acc)
+    if cap is not None:
+        x = cap * torch.tanh(x / cap)
+    m = x.amax(1)
+    shift = torch.where(m == -torch.inf, torch.zeros((), dtype=acc), m)
+    here = (target >= 0) & (target < 13)
+    expected = torch.stack([m, torch.exp(x - shift[:, None]).sum(1),
+                            torch.where(here, x.gather(1, target.clamp(0, 12)[:, None])[:, 0], 0),
+                            x @ q if q is not None else torch.zeros(9, dtype=acc)], 1)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if acc == torch.float64 else {"rtol": 2e-6, "atol": 1e-6}
+    torch.testing.assert_close(stats, expected, **tol)
+    grad = torch.ops.fusedloss._vocab_shard_gradient(logits, target, q, cap, lse, p, qs, ts)
+    onehot = torch.nn.functional.one_hot(target.clamp(0, 12), 13).to(acc) * here[:, None]
+    g = torch.exp(x - lse[:, None]) * p[:, None] - onehot * ts[:, None]
+    if q is not None:
+        g = g - q[None] * qs[:, None]
+    if cap is not None:
+        g = g * (1 - torch.tanh(logits.to(acc) / cap) ** 2)
+    assert grad.dtype == dtype
+    torch.testing.assert_close(grad, g.to(dtype), **(tol if dtype != torch.bfloat16 else {}))
+
+
+@pytest.mark.parametrize("smoothing,softcap", [(False, None), (True, 4.0)])
+def test_shard_kernels_opcheck(smoothing, softcap):
+    logits, target, q, cap, lse, (p, qs, ts) = shard_case(torch.float32, smoothing, softcap)
+    torch.library.opcheck(torch.ops.fusedloss._vocab_shard_stats, (logits, target, q, cap))
+    torch.library.opcheck(torch.ops.fusedloss._vocab_shard_gradient,
+                          (logits, target, q, cap, lse, p, qs, ts))
+
+
+def test_shard_kernels_bad_arguments():
+    logits, target, q, cap, lse, (p, qs, ts) = shard_case(torch.float32, True, None)
+    with pytest.raises(ValueError, match="target must be \\(N\\) int64"):
+        torch.ops.fusedloss._vocab_shard_stats(logits, target[:4], q, cap)
+    with pytest.raises(ValueError, match="smoothing must be \\(V_rank\\) of Float"):
+        torch.ops.fusedloss._vocab_shard_stats(logits, target, q.double(), cap)
+    with pytest.raises(ValueError, match="lse must be \\(N\\)"):
+        torch.ops.fusedloss._vocab_shard_gradient(logits, target, q, cap, lse[:3], p, qs, ts)
