@@ -6,10 +6,10 @@ rank and index the whole vocabulary, rank r holding the classes from the sum of 
 V_rank on (shards may be uneven). The loss and the gradient of the local logits come from two
 collectives, both all-gathers of small tensors, never of logits:
 
-1. the shapes and the target check: (N, V_rank, first bad target, its value, a fingerprint of
-   the targets) from every rank. It gives the class offsets, and every rank raises the same
-   error when the ranks disagree on N or on the targets, or when a target is outside the
-   vocabulary, so that no rank is left waiting in the next collective;
+1. the shapes: (N, V_rank, a fingerprint of the targets) from every rank. They give the class
+   offsets and the vocabulary, and every rank raises the same error when the ranks disagree on
+   N or on the targets, or when a target is outside the vocabulary (every rank holds all the
+   targets), so that no rank is left waiting in the next collective;
 2. per-row statistics, (N, 4): the local maximum, the sum of exp(x - local maximum), the target's
    logit where this rank holds it (else 0) and the label-smoothing sum. Every rank merges them
    into the same logsumexp, and writes the gradient of its own logits locally.
@@ -45,11 +45,11 @@ def _all_gather(tensor: Tensor, group) -> Tensor:
     return gathered.view(-1, *tensor.shape)
 
 
-def _shape_and_targets(input: Tensor, target: Tensor) -> Tensor:
+def _shape_and_targets(rows: int, classes: int, target: Tensor) -> Tensor:
     """(rows, classes, a fingerprint of the targets): what the ranks must agree on, or learn."""
     position = torch.arange(target.numel(), device=target.device)
     fingerprint = ((target + 7) * (position % 1009 + 1)).sum()
-    size = torch.tensor(input.shape, dtype=torch.int64, device=target.device)
+    size = torch.tensor([rows, classes], dtype=torch.int64, device=target.device)
     return torch.cat([size, fingerprint.view(1)])
 
 
@@ -83,8 +83,7 @@ class _Problem:
 
     def __init__(self, rows: int, classes: int, target: Tensor, weight: Optional[Tensor], group,
                  ignore_index: int, label_smoothing: float, check_target: bool, acc, device):
-        every = _all_gather(_shape_and_targets(torch.empty(rows, classes, device="meta"), target)
-                            .to(device), group)
+        every = _all_gather(_shape_and_targets(rows, classes, target), group)
         self.offset = every[:dist.get_rank(group), 1].sum()
         self.vocab = every[:, 1].sum()
         if not torch.compiler.is_compiling():
@@ -96,7 +95,6 @@ class _Problem:
                                  f"shape {tuple(weight.shape)}")
         self.classes, self.acc, self.device = classes, acc, device
         self.zero = torch.zeros((), dtype=acc, device=device)
-        self.smoothing = label_smoothing
         self.weight = weight.to(acc) if weight is not None else None
         self.valid = (target != ignore_index) & (target >= 0) & (target < self.vocab)
         self.bad = (target != ignore_index) & ~self.valid
@@ -123,6 +121,15 @@ class _Problem:
         if reduction != "mean":
             return one, one
         return 1 / self.w_t.sum(), 1 / self.valid.sum().to(self.acc)
+
+    def gradient_factors(self, reduction: str, dtype):
+        """(a, a_z, backward_scale): the factors the forward puts into the saved gradient, and
+        what backward multiplies it by (None: nothing). A float16 'mean' gradient keeps 1/W out
+        (applied in backward): p_c / W would fall below float16's smallest numbers at large W."""
+        a, a_z = self.factors(reduction)
+        if reduction == "mean" and dtype == torch.float16:
+            return torch.ones_like(a), a_z / a, a
+        return a, a_z, None
 
     def reduce(self, ce_rows: Tensor, z_rows: Tensor, reduction: str) -> Tensor:
         if reduction == "none":
@@ -223,6 +230,8 @@ def _saved_gradients_times(ctx, factor: Tensor, num_inputs: int):
                            "backward twice")
     saved = ctx.saved_tensors
     padding = (None,) * (num_inputs - len(saved))
+    if ctx.backward_scale is not None:
+        factor = factor * ctx.backward_scale
     if factor.dim() == 0 and factor.device.type == "cpu" and not torch.compiler.is_compiling() \
             and float(factor) == 1.0:
         return saved + padding
@@ -239,7 +248,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         acc = _accumulation_dtype(input.dtype)
         p = _Problem(rows, classes, target, weight, group, ignore_index, label_smoothing,
                      check_target, acc, input.device)
-        a, a_z = p.factors(reduction)
+        a, a_z, ctx.backward_scale = p.gradient_factors(reduction, input.dtype)
         ce_rows, z_rows, gradient = _shard_rows(input, slice(None), p, target, group, z_loss,
                                                 softcap, a, a_z, None)
         ctx.save_for_backward(gradient)
@@ -313,7 +322,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         p = _Problem(x.size(0), linear_weight.size(0), t, weight, group, ignore_index,
                      label_smoothing, check_target, acc, input.device)
         chunk = chunk_size or _default_chunk_rows(linear_weight.size(0))
-        a, a_z = p.factors(reduction)
+        a, a_z, ctx.backward_scale = p.gradient_factors(reduction, input.dtype)
         # 'none': the gradients depend on a per-row grad_output; backward runs the chunks again.
         wanted = ctx.needs_input_grad[:3] if reduction != "none" else (False, False, False)
         ce, z, grads = _linear_chunks(x, linear_weight, linear_bias, t, p, group, z_loss, softcap,

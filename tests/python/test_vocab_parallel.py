@@ -65,13 +65,22 @@ def compare(rank, world_size, dtype, options, fn=vocab_parallel_cross_entropy):
         kw["weight"] = weight
     target = torch.where(target == -100, kw.get("ignore_index", -100), target)
     lo, hi = shards(world_size)[rank]
-    full = logits.clone().requires_grad_()
-    expected = FL.cross_entropy(full, target, **kw)
-    grad_out = torch.linspace(0.5, 1.5, expected.numel(), dtype=dtype).view(expected.shape)
+    half = dtype in (torch.float16, torch.bfloat16)  # then against float64 on the same values
+    full = (logits.double() if half else logits.clone()).requires_grad_()
+    ref_kw = {k: (v.double() if half and k == "weight" else v) for k, v in kw.items()}
+    expected = FL.cross_entropy(full, target, **ref_kw)
+    grad_out = torch.linspace(0.5, 1.5, expected.numel(), dtype=full.dtype).view(expected.shape)
     expected.backward(grad_out)
     mine = logits[:, lo:hi].clone().requires_grad_()
     got = fn(mine, target, **kw)
-    got.backward(grad_out)
+    got.backward(grad_out.to(dtype))
+    if dtype in (torch.float16, torch.bfloat16):  # within 1% of the largest value
+        for ours, theirs, what in ((got, expected.detach(), "loss"),
+                                   (mine.grad, full.grad[:, lo:hi], "grad")):
+            scale = theirs.double().abs().max().item()
+            diff = (ours.double() - theirs.double()).abs().max().item()
+            assert ours.dtype == dtype and diff <= 1e-2 * scale, (what, options, dtype, diff, scale)
+        return
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     torch.testing.assert_close(got, expected.detach(), **tol, msg=lambda m: f"loss {options} {dtype}: {m}")
     torch.testing.assert_close(mine.grad, full.grad[:, lo:hi], **tol, msg=lambda m: f"grad {options} {dtype}: {m}")
@@ -144,6 +153,9 @@ def worker(rank, world_size, port, errors):
                 compare(rank, world_size, dtype, options)
             for options in LINEAR_OPTIONS:
                 compare_linear(rank, world_size, dtype, options)
+        for dtype in (torch.float16, torch.bfloat16):  # 'mean' keeps 1/W out of a float16 gradient
+            for options in (OPTIONS[0], OPTIONS[-2]):
+                compare(rank, world_size, dtype, options)
         # The ATen path other devices take, run on the CPU.
         vocab_parallel._FUSED_ON_CPU = False
         for options in (OPTIONS[0], OPTIONS[2], OPTIONS[-2]):
