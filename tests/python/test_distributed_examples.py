@@ -4,17 +4,12 @@ loss_parallel at every printed step."""
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
+from spawn_workers import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_example(name):

@@ -5,24 +5,17 @@ per world size, every check inside it; a 60 s process-group timeout bounds any h
 
 import datetime
 import os
-import socket
 import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import fusedloss
+from spawn_workers import run_workers
 
 M = fusedloss.metrics
 TIMEOUT_SECONDS = 60
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def data():
@@ -101,23 +94,7 @@ def worker(rank, world_size, port, errors):
 
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_distributed_metric_sync_equals_one_process(world_size):
-    context = mp.get_context("spawn")
-    errors = context.Queue()
-    port = free_port()
-    processes = [context.Process(target=worker, args=(rank, world_size, port, errors)) for rank in range(world_size)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(timeout=TIMEOUT_SECONDS + 60)
-    alive = [p for p in processes if p.is_alive()]
-    for p in alive:
-        p.terminate()
-    found = []
-    while not errors.empty():
-        found.append(errors.get())
-    assert not alive, f"{len(alive)} of {world_size} processes did not finish in time"
-    assert all(p.exitcode == 0 for p in processes), [p.exitcode for p in processes]
-    assert not found, "\n".join(found)
+    run_workers(worker, world_size, TIMEOUT_SECONDS + 60)
 
 
 def test_sync_outside_torch_distributed_is_a_no_op():

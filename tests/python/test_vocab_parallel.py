@@ -9,18 +9,17 @@ One spawn per world size, every check inside it; a 60 s process-group timeout bo
 
 import datetime
 import os
-import socket
 import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import torch.multiprocessing as mp
 
 import fusedloss
 from fusedloss import vocab_parallel
 from fusedloss.vocab_parallel import vocab_parallel_cross_entropy
+from spawn_workers import run_workers
 
 FL = fusedloss.functional
 TIMEOUT_SECONDS = 60
@@ -35,12 +34,6 @@ OPTIONS = [
     {"weight": True, "label_smoothing": 0.1, "z_loss": 1e-3, "softcap": 5.0},
     {"weight": True, "reduction": "sum", "ignore_index": 3},
 ]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shards(world_size):
@@ -223,7 +216,7 @@ def worker(rank, world_size, port, errors):
         assert torch.isnan(rows[7]) and not torch.isnan(rows[:7]).any()
         dist.barrier()
     except Exception:  # noqa: BLE001 - reported to the parent
-        errors.put((rank, traceback.format_exc()))
+        errors.put(f"rank {rank}:\n{traceback.format_exc()}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -231,24 +224,7 @@ def worker(rank, world_size, port, errors):
 
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_vocab_parallel_cross_entropy_distributed(world_size):
-    context = mp.get_context("spawn")
-    errors = context.Queue()
-    port = free_port()
-    processes = [context.Process(target=worker, args=(rank, world_size, port, errors))
-                 for rank in range(world_size)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(timeout=2 * TIMEOUT_SECONDS + 60)
-    alive = [p for p in processes if p.is_alive()]
-    for p in alive:
-        p.terminate()
-    found = []
-    while not errors.empty():
-        found.append(errors.get())
-    assert not alive, f"{len(alive)} of {world_size} processes did not finish in time"
-    assert not found, "\n".join(f"rank {r}:\n{t}" for r, t in found)
-    assert all(p.exitcode == 0 for p in processes), [p.exitcode for p in processes]
+    run_workers(worker, world_size, 2 * TIMEOUT_SECONDS + 60)
 
 
 def shard_case(dtype, smoothing, softcap):
