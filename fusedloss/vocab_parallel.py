@@ -17,9 +17,9 @@ collectives, both all-gathers of small tensors, never of logits:
 The gradient is computed in the forward, in one buffer that becomes input.grad (backward scales
 it by grad_output). The collectives are torch's functional collectives, so the function traces
 under torch.compile (fullgraph); compiled, it skips the host-side checks (a bad target then gives
-a NaN loss, as check_target=False does). On the CPU the local work is two fused passes over the
-shard (the ops _vocab_shard_stats and _vocab_shard_gradient); other devices run the same
-formulas as ATen ops.
+a NaN loss, as check_target=False does). On the CPU and CUDA the local work is two fused passes
+over the shard (the ops _vocab_shard_stats and _vocab_shard_gradient); other devices run the
+same formulas as ATen ops.
 
 vocab_parallel_linear_cross_entropy does the same for a classifier sharded by rows, a chunk of
 rows at a time (one small all-gather per chunk), with one all-reduce of the input's gradient.
@@ -145,14 +145,15 @@ def _shard_rows(logits: Tensor, rows: slice, p: _Problem, target: Tensor, group,
     """The rows `rows` of the loss from `logits`, this rank's logits of those rows: their
     cross-entropy and z-loss terms (NaN for a bad target) and the gradient of the logits (times
     a, a_z, and row_scale per row when given), of the logits' dtype. One collective: every
-    rank's per-row statistics. On the CPU two fused passes (fusedloss._vocab_shard_stats and
-    _vocab_shard_gradient) around it; elsewhere the same formulas in ATen ops."""
+    rank's per-row statistics. On the CPU and CUDA two fused passes (fusedloss._vocab_shard_stats
+    and _vocab_shard_gradient) around it; elsewhere the same formulas in ATen ops."""
     zero = p.zero
     n = logits.size(0)
     target = target[rows]
     valid, bad, hard, q_total = p.valid[rows], p.bad[rows], p.hard[rows], p.q_total[rows]
     local_target = target - p.offset
-    fused = logits.device.type == "cpu" and _FUSED_ON_CPU
+    fused = (logits.device.type == "cuda"
+             or logits.device.type == "cpu" and _FUSED_ON_CPU)
     if fused:
         stats = torch.ops.fusedloss._vocab_shard_stats(logits, local_target, p.q_vec, softcap)
     else:

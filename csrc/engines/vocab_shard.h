@@ -1,7 +1,8 @@
 #pragma once
 // The local work of the vocab-parallel cross entropy (fusedloss/vocab_parallel.py) on one rank's
 // shard of the logits, (N, V_rank) contiguous rows, in two passes around the collective that
-// merges every rank's statistics. CPU only; other devices take the same formulas from ATen ops.
+// merges every rank's statistics. Implemented for the CPU (csrc/cpu/) and CUDA (cuda/); other
+// devices take the same formulas from ATen ops (fusedloss/vocab_parallel.py).
 
 #include <ATen/core/Tensor.h>
 
@@ -29,4 +30,11 @@ at::Tensor vocab_shard_gradient_kernel(const VocabShardOperands& o, const at::Te
                                        const at::Tensor& target_scale);
 
 }  // namespace cpu
+
+namespace cuda {  // the same on a CUDA device (a block per row)
+at::Tensor vocab_shard_stats_kernel(const VocabShardOperands& o);
+at::Tensor vocab_shard_gradient_kernel(const VocabShardOperands& o, const at::Tensor& lse,
+                                       const at::Tensor& p_scale, const at::Tensor& q_scale,
+                                       const at::Tensor& target_scale);
+}  // namespace cuda
 }  // namespace fusedloss

@@ -1,6 +1,6 @@
 // Operator layer of the vocab-parallel cross entropy's local work (engines/vocab_shard.h): the
-// argument checks, the CPU kernels, and the shapes for torch.compile (Meta). fusedloss/
-// vocab_parallel.py calls them on CPU tensors, between its collectives.
+// argument checks, the CPU and CUDA kernels, and the shapes for torch.compile (Meta).
+// fusedloss/vocab_parallel.py calls them between its collectives.
 
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -35,8 +35,11 @@ VocabShardOperands check(const Tensor& logits, const Tensor& target,
   }
   TORCH_CHECK_VALUE(!softcap.has_value() || *softcap > 0, kOp,
                     ": softcap must be positive (or None), got ", softcap.value_or(0));
-  TORCH_CHECK(logits.device() == target.device(), kOp, ": logits and target must be on one ",
-              "device, got ", logits.device(), " and ", target.device());
+  TORCH_CHECK(logits.device() == target.device() &&
+                  (!smoothing.has_value() || smoothing->device() == logits.device()),
+              kOp, ": logits, target and smoothing must be on one device, got ", logits.device(),
+              ", ", target.device(), smoothing.has_value() ? " and " : "",
+              smoothing.has_value() ? smoothing->device().str() : "");
   return {logits.contiguous(), target.contiguous(),
           smoothing.has_value() ? smoothing->contiguous() : Tensor(), softcap.value_or(0)};
 }
@@ -48,9 +51,10 @@ void check_row_vector(const char* name, const Tensor& t, const Tensor& logits) {
                     ", got ", t.scalar_type(), " of shape ", t.sym_sizes());
 }
 
-Tensor stats_cpu(const Tensor& logits, const Tensor& target, const std::optional<Tensor>& smoothing,
-                 std::optional<double> softcap) {
-  return cpu::vocab_shard_stats_kernel(check(logits, target, smoothing, softcap));
+template <Tensor (*kernel)(const VocabShardOperands&)>
+Tensor stats_on_device(const Tensor& logits, const Tensor& target,
+                       const std::optional<Tensor>& smoothing, std::optional<double> softcap) {
+  return kernel(check(logits, target, smoothing, softcap));
 }
 
 Tensor stats_meta(const Tensor& logits, const Tensor& target,
@@ -60,18 +64,24 @@ Tensor stats_meta(const Tensor& logits, const Tensor& target,
                           logits.options().dtype(accumulation_dtype(logits.scalar_type())));
 }
 
-Tensor gradient_cpu(const Tensor& logits, const Tensor& target,
-                    const std::optional<Tensor>& smoothing, std::optional<double> softcap,
-                    const Tensor& lse, const Tensor& p_scale, const Tensor& q_scale,
-                    const Tensor& target_scale) {
+using GradientKernel = Tensor (*)(const VocabShardOperands&, const Tensor&, const Tensor&,
+                                  const Tensor&, const Tensor&);
+
+template <GradientKernel kernel>
+Tensor gradient_on_device(const Tensor& logits, const Tensor& target,
+                          const std::optional<Tensor>& smoothing, std::optional<double> softcap,
+                          const Tensor& lse, const Tensor& p_scale, const Tensor& q_scale,
+                          const Tensor& target_scale) {
   const VocabShardOperands o = check(logits, target, smoothing, softcap);
   for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"lse", lse},
                                 {"p_scale", p_scale}, {"q_scale", q_scale},
                                 {"target_scale", target_scale}}) {
     check_row_vector(name, t, logits);
+    TORCH_CHECK(t.device() == logits.device(), kOp, ": ", name, " must be on ", logits.device(),
+                ", got ", t.device());
   }
-  return cpu::vocab_shard_gradient_kernel(o, lse.contiguous(), p_scale.contiguous(),
-                                          q_scale.contiguous(), target_scale.contiguous());
+  return kernel(o, lse.contiguous(), p_scale.contiguous(), q_scale.contiguous(),
+                target_scale.contiguous());
 }
 
 Tensor gradient_meta(const Tensor& logits, const Tensor& target,
@@ -95,9 +105,20 @@ TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CPU, m) {
-  m.impl("_vocab_shard_stats", TORCH_FN(fusedloss::ops::stats_cpu));
-  m.impl("_vocab_shard_gradient", TORCH_FN(fusedloss::ops::gradient_cpu));
+  using namespace fusedloss;
+  m.impl("_vocab_shard_stats", TORCH_FN(ops::stats_on_device<cpu::vocab_shard_stats_kernel>));
+  m.impl("_vocab_shard_gradient",
+         TORCH_FN(ops::gradient_on_device<cpu::vocab_shard_gradient_kernel>));
 }
+
+#ifdef FUSEDLOSS_WITH_CUDA
+TORCH_LIBRARY_IMPL(fusedloss, CUDA, m) {
+  using namespace fusedloss;
+  m.impl("_vocab_shard_stats", TORCH_FN(ops::stats_on_device<cuda::vocab_shard_stats_kernel>));
+  m.impl("_vocab_shard_gradient",
+         TORCH_FN(ops::gradient_on_device<cuda::vocab_shard_gradient_kernel>));
+}
+#endif
 
 TORCH_LIBRARY_IMPL(fusedloss, Meta, m) {
   m.impl("_vocab_shard_stats", TORCH_FN(fusedloss::ops::stats_meta));

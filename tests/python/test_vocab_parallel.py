@@ -227,7 +227,16 @@ def test_vocab_parallel_cross_entropy_distributed(world_size):
     run_workers(worker, world_size, 2 * TIMEOUT_SECONDS + 60)
 
 
-def shard_case(dtype, smoothing, softcap):
+def shard_case(dtype, smoothing, softcap, device="cpu"):
+    """(logits, target, q, softcap, lse, [p_scale, q_scale, target_scale]) on `device`."""
+    logits, target, q, cap, lse, rows = _shard_case(dtype, smoothing, softcap)
+
+    def move(t):
+        return None if t is None else t.to(device)
+    return move(logits), move(target), move(q), cap, move(lse), [move(r) for r in rows]
+
+
+def _shard_case(dtype, smoothing, softcap):
     g = torch.Generator().manual_seed(2)
     logits = (torch.randn(9, 13, generator=g, dtype=torch.float64) * 3).to(dtype)
     logits[4] = -torch.inf  # a row of -inf in this shard: its sum is 0, not NaN
@@ -241,9 +250,9 @@ def shard_case(dtype, smoothing, softcap):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("smoothing,softcap", [(False, None), (True, None), (True, 4.0)])
-def test_shard_kernels_match_their_aten_formulas(dtype, smoothing, softcap):
-    # The CPU kernels of the vocab-parallel op against the same formulas in ATen ops.
-    logits, target, q, cap, lse, (p, qs, ts) = shard_case(dtype, smoothing, softcap)
+def test_shard_kernels_match_their_aten_formulas(dtype, smoothing, softcap, device):
+    # The CPU and CUDA kernels of the vocab-parallel op against the same formulas in ATen ops.
+    logits, target, q, cap, lse, (p, qs, ts) = shard_case(dtype, smoothing, softcap, device)
     acc = lse.dtype
     stats = torch.ops.fusedloss._vocab_shard_stats(logits, target, q, cap)
     x = logits.to(acc)
@@ -254,7 +263,7 @@ def test_shard_kernels_match_their_aten_formulas(dtype, smoothing, softcap):
     here = (target >= 0) & (target < 13)
     expected = torch.stack([m, torch.exp(x - shift[:, None]).sum(1),
                             torch.where(here, x.gather(1, target.clamp(0, 12)[:, None])[:, 0], 0),
-                            x @ q if q is not None else torch.zeros(9, dtype=acc)], 1)
+                            x @ q if q is not None else torch.zeros(9, dtype=acc, device=device)], 1)
     tol = {"rtol": 1e-12, "atol": 1e-12} if acc == torch.float64 else {"rtol": 2e-6, "atol": 1e-6}
     torch.testing.assert_close(stats, expected, **tol)
     grad = torch.ops.fusedloss._vocab_shard_gradient(logits, target, q, cap, lse, p, qs, ts)
@@ -269,8 +278,8 @@ def test_shard_kernels_match_their_aten_formulas(dtype, smoothing, softcap):
 
 
 @pytest.mark.parametrize("smoothing,softcap", [(False, None), (True, 4.0)])
-def test_shard_kernels_opcheck(smoothing, softcap):
-    logits, target, q, cap, lse, (p, qs, ts) = shard_case(torch.float32, smoothing, softcap)
+def test_shard_kernels_opcheck(smoothing, softcap, device):
+    logits, target, q, cap, lse, (p, qs, ts) = shard_case(torch.float32, smoothing, softcap, device)
     torch.library.opcheck(torch.ops.fusedloss._vocab_shard_stats, (logits, target, q, cap))
     torch.library.opcheck(torch.ops.fusedloss._vocab_shard_gradient,
                           (logits, target, q, cap, lse, p, qs, ts))
@@ -284,3 +293,15 @@ def test_shard_kernels_bad_arguments():
         torch.ops.fusedloss._vocab_shard_stats(logits, target, q.double(), cap)
     with pytest.raises(ValueError, match="lse must be \\(N\\)"):
         torch.ops.fusedloss._vocab_shard_gradient(logits, target, q, cap, lse[:3], p, qs, ts)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_shard_kernels_do_not_wait_for_the_gpu():
+    logits, target, q, cap, lse, (p, qs, ts) = shard_case(torch.float32, True, 4.0, "cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        torch.ops.fusedloss._vocab_shard_stats(logits, target, q, cap)
+        torch.ops.fusedloss._vocab_shard_gradient(logits, target, q, cap, lse, p, qs, ts)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
