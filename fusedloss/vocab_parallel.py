@@ -53,8 +53,7 @@ def _shape_and_targets(rows: int, classes: int, target: Tensor) -> Tensor:
     return torch.cat([size, fingerprint.view(1)])
 
 
-def _check_agreement(every: Tensor, target: Tensor, ignore_index: int, vocab: int,
-                     check_target: bool) -> None:
+def _check_agreement(every: Tensor, target: Tensor, ignore_index: int, vocab: int) -> None:
     """Raises on every rank the same error (`every` is the same on every rank)."""
     rows, classes, prints = (every[:, i].tolist() for i in range(3))
     if len(set(rows)) != 1:
@@ -66,14 +65,13 @@ def _check_agreement(every: Tensor, target: Tensor, ignore_index: int, vocab: in
     if len(set(prints)) != 1:
         raise ValueError(f"{_OP}: the ranks disagree on the targets (each rank holds every row's "
                          "target and a shard of the classes: the targets must be the same)")
-    if check_target:
-        bad = (target != ignore_index) & ((target < 0) | (target >= vocab))
-        if bool(bad.any()):
-            position = int(bad.nonzero()[0, 0])
-            raise IndexError(f"{_OP}: target {int(target[position])} at position {position} is out "
-                             f"of bounds: the vocabulary has {vocab} classes over {len(classes)} "
-                             f"ranks ({' + '.join(map(str, classes))}), ignore_index is "
-                             f"{ignore_index}")
+    bad = (target != ignore_index) & ((target < 0) | (target >= vocab))
+    if bool(bad.any()):
+        position = int(bad.nonzero()[0, 0])
+        raise IndexError(f"{_OP}: target {int(target[position])} at position {position} is out "
+                         f"of bounds: the vocabulary has {vocab} classes over {len(classes)} "
+                         f"ranks ({' + '.join(map(str, classes))}), ignore_index is "
+                         f"{ignore_index}")
 
 
 class _Problem:
@@ -86,9 +84,9 @@ class _Problem:
         every = _all_gather(_shape_and_targets(rows, classes, target), group)
         self.offset = every[:dist.get_rank(group), 1].sum()
         self.vocab = every[:, 1].sum()
-        if not torch.compiler.is_compiling():
+        if check_target and not torch.compiler.is_compiling():  # host reads: a sync on CUDA
             vocab = int(self.vocab)
-            _check_agreement(every, target, ignore_index, vocab, check_target)
+            _check_agreement(every, target, ignore_index, vocab)
             if weight is not None and weight.shape != (vocab,):
                 raise ValueError(f"{_OP}: weight must hold one value per class of the whole "
                                  f"vocabulary ({vocab}, the sum of the ranks' shards), got "
@@ -426,7 +424,10 @@ def vocab_parallel_cross_entropy(
     vocabulary, the same on every rank; weight: (V) for the whole vocabulary, the same on every
     rank. The loss (and, for 'none', every row's loss) is the same on every rank and equals
     cross_entropy of the full (N, V) logits; input.grad is this rank's shard of its gradient.
-    Options as in fusedloss.functional.cross_entropy (class-index targets)."""
+    Options as in fusedloss.functional.cross_entropy (class-index targets). check_target=True
+    checks on the host that the ranks agree (rows, targets, weight size) and that every target
+    is in the vocabulary, raising the same error on every rank (on CUDA a synchronization);
+    check_target=False (and torch.compile) skips all of it: a bad target's row is then NaN."""
     _check_options(reduction, label_smoothing, softcap)
     if input.dim() != 2:
         raise ValueError(f"{_OP}: input must be (N, V_rank), this rank's shard of the classes; got "
