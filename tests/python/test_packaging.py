@@ -32,10 +32,16 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path):
     run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
          "-w", str(wheel_dir), ROOT])
     (wheel,) = wheel_dir.glob("fusedloss-*.whl")
-    # The venv sees the installed torch (the library is tied to it), nothing else of ours.
+    # The venv sees the torch this test runs with (the library is tied to it) through a .pth
+    # line, and nothing else of ours. Not system_site_packages: those are the base interpreter's,
+    # another torch when the tests run in a virtual environment.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
+    torch_site = os.path.dirname(os.path.dirname(torch.__file__))
+    with open(os.path.join(site, "torch_under_test.pth"), "w") as f:
+        f.write(torch_site + "\n")
     run([python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)])
     out = run([python, "-c", "import torch, fusedloss; "
                "print(fusedloss.library_path); "
