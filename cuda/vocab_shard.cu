@@ -13,35 +13,31 @@
 
 #include "cuda/row_reduce.cuh"
 #include "engines/vocab_shard.h"
-#include "kernels/math.h"
+#include "kernels/vocab_shard.h"
 
 namespace fusedloss {
 namespace cuda {
 namespace {
 
-template <typename scalar_t, bool kCap>
-__device__ __forceinline__ acc_t<scalar_t> capped(scalar_t v, acc_t<scalar_t> cap) {
-  const acc_t<scalar_t> x = static_cast<acc_t<scalar_t>>(v);
-  return kCap ? cap * formulas::tanh_of(x / cap) : x;
-}
-
+// kCap false passes cap 0 to the formulas (kernels/vocab_shard.h): the softcap compiles away.
 template <typename scalar_t, bool kCap, bool kSmooth>
 __global__ void __launch_bounds__(kRowThreads)
     shard_stats(const scalar_t* logits, const int64_t* target, const acc_t<scalar_t>* q,
-                int64_t C, acc_t<scalar_t> cap, acc_t<scalar_t>* out) {
+                int64_t C, acc_t<scalar_t> cap_in, acc_t<scalar_t>* out) {
   using acc = acc_t<scalar_t>;
   __shared__ acc shared[kRowThreads / 32];
+  const acc cap = kCap ? cap_in : acc(0);
   const int64_t r = blockIdx.x;
   const scalar_t* x = logits + r * C;
   acc top = -std::numeric_limits<acc>::infinity();
   for (int64_t i = threadIdx.x; i < C; i += kRowThreads) {
-    top = Max<acc>{}(top, capped<scalar_t, kCap>(x[i], cap));
+    top = Max<acc>{}(top, formulas::softcapped(static_cast<acc>(x[i]), cap));
   }
   top = group_all_reduce<kRowThreads>(top, Max<acc>{}, shared);
-  const acc shift = top == -std::numeric_limits<acc>::infinity() ? acc(0) : top;
+  const acc shift = formulas::vocab_shard_shift(top);
   acc sum = 0, q_dot_x = 0;
   for (int64_t i = threadIdx.x; i < C; i += kRowThreads) {
-    const acc v = capped<scalar_t, kCap>(x[i], cap);
+    const acc v = formulas::softcapped(static_cast<acc>(x[i]), cap);
     sum += formulas::exp_of(v - shift);
     if constexpr (kSmooth) q_dot_x += q[i] * v;
   }
@@ -52,7 +48,7 @@ __global__ void __launch_bounds__(kRowThreads)
     acc* row = out + r * 4;
     row[0] = top;
     row[1] = sum;
-    row[2] = t >= 0 && t < C ? capped<scalar_t, kCap>(x[t], cap) : acc(0);
+    row[2] = t >= 0 && t < C ? formulas::softcapped(static_cast<acc>(x[t]), cap) : acc(0);
     row[3] = q_dot_x;
   }
 }
@@ -73,20 +69,14 @@ template <typename scalar_t, bool kCap, bool kSmooth>
 __global__ void __launch_bounds__(kRowThreads) shard_gradient(GradientRows<scalar_t> a) {
   using acc = acc_t<scalar_t>;
   const int64_t r = blockIdx.x, C = a.classes, t = a.target[r];
+  const acc cap = kCap ? a.cap : acc(0);
   const scalar_t* x = a.logits + r * C;
   scalar_t* g = a.grad + r * C;
   const acc m = a.lse[r], P = a.p_scale[r], Q = kSmooth ? a.q_scale[r] : acc(0), T = a.t_scale[r];
   for (int64_t i = threadIdx.x; i < C; i += kRowThreads) {
-    acc v = static_cast<acc>(x[i]), slope = 1;
-    if constexpr (kCap) {
-      const acc h = formulas::tanh_of(v / a.cap);
-      v = a.cap * h;
-      slope = 1 - h * h;
-    }
-    acc gc = formulas::exp_of(v - m) * P;
-    if (i == t) gc -= T;
-    if constexpr (kSmooth) gc -= a.q[i] * Q;
-    g[i] = static_cast<scalar_t>(gc * slope);
+    const acc q_term = kSmooth ? a.q[i] * Q : acc(0);
+    g[i] = static_cast<scalar_t>(formulas::vocab_shard_gradient(
+        static_cast<acc>(x[i]), cap, m, P, i == t ? T : acc(0), q_term));
   }
 }
 

@@ -16,39 +16,32 @@
 #include "cpu/gradient_allocator.h"
 #include "cpu/pointwise_engine.h"  // FUSEDLOSS_CPU_CLONES
 #include "cpu/vector_math.h"       // SIMD (libmvec) declarations of exp/tanh
-#include "kernels/math.h"
+#include "kernels/vocab_shard.h"
 
 namespace fusedloss {
 namespace cpu {
 namespace {
 
 using formulas::exp_of;
-using formulas::tanh_of;
+using formulas::softcapped;
+using formulas::vocab_shard_gradient;
 
-// The row's logits as the loss sees them: softcapped (into `scratch`) or as they are.
-template <typename scalar_t, bool kCap>
-const acc_t<scalar_t>* capped_row(const scalar_t* x, int64_t C, acc_t<scalar_t> cap,
-                                  acc_t<scalar_t>* scratch) {
-#pragma omp simd
-  for (int64_t c = 0; c < C; ++c) {
-    const acc_t<scalar_t> v = load_as_acc(x[c]);
-    scratch[c] = kCap ? cap * tanh_of(v / cap) : v;
-  }
-  return scratch;
-}
-
+// kCap false passes cap 0 to the formulas: the softcap then compiles away.
 template <typename scalar_t, bool kCap, bool kSmooth>
 FUSEDLOSS_CPU_CLONES void stats_rows(const scalar_t* logits, const int64_t* target,
-                                     const acc_t<scalar_t>* q, int64_t C, acc_t<scalar_t> cap,
+                                     const acc_t<scalar_t>* q, int64_t C, acc_t<scalar_t> cap_in,
                                      acc_t<scalar_t>* out, int64_t begin, int64_t end,
-                                     acc_t<scalar_t>* scratch) {
+                                     acc_t<scalar_t>* x) {
   using acc = acc_t<scalar_t>;
+  const acc cap = kCap ? cap_in : acc(0);
   for (int64_t r = begin; r < end; ++r) {
-    const acc* x = capped_row<scalar_t, kCap>(logits + r * C, C, cap, scratch);
+    const scalar_t* row_logits = logits + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) x[c] = softcapped(load_as_acc(row_logits[c]), cap);
     acc max = -std::numeric_limits<acc>::infinity();
 #pragma omp simd reduction(max : max)
     for (int64_t c = 0; c < C; ++c) max = x[c] > max ? x[c] : max;  // NaN: the sum has it
-    const acc shift = max == -std::numeric_limits<acc>::infinity() ? acc(0) : max;
+    const acc shift = formulas::vocab_shard_shift(max);
     acc sum = 0, q_dot_x = 0;
 #pragma omp simd reduction(+ : sum, q_dot_x)
     for (int64_t c = 0; c < C; ++c) {
@@ -66,42 +59,31 @@ FUSEDLOSS_CPU_CLONES void stats_rows(const scalar_t* logits, const int64_t* targ
 
 template <typename scalar_t, bool kCap, bool kSmooth>
 FUSEDLOSS_CPU_CLONES void gradient_rows(const scalar_t* logits, const int64_t* target,
-                                        const acc_t<scalar_t>* q, int64_t C, acc_t<scalar_t> cap,
+                                        const acc_t<scalar_t>* q, int64_t C, acc_t<scalar_t> cap_in,
                                         const acc_t<scalar_t>* lse, const acc_t<scalar_t>* p_scale,
                                         const acc_t<scalar_t>* q_scale,
                                         const acc_t<scalar_t>* t_scale, scalar_t* grad,
                                         int64_t begin, int64_t end) {
   using acc = acc_t<scalar_t>;
+  const acc cap = kCap ? cap_in : acc(0);
   for (int64_t r = begin; r < end; ++r) {
     const scalar_t* x = logits + r * C;
     scalar_t* g = grad + r * C;
     const acc m = lse[r], P = p_scale[r], Q = kSmooth ? q_scale[r] : acc(0);
     const int64_t t = target[r];
-    const bool here = t >= 0 && t < C;  // the target's entry is written again below, with its term
+    // Every logit without the target term (a branch-free loop), then the target's own entry,
+    // read before the loop in case grad and logits are one buffer.
+    const bool here = t >= 0 && t < C;
     const acc x_t = here ? load_as_acc(x[t]) : acc(0);
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      acc v = load_as_acc(x[c]);
-      acc slope = 1;
-      if constexpr (kCap) {
-        const acc h = tanh_of(v / cap);
-        v = cap * h;
-        slope = 1 - h * h;
-      }
-      acc gc = exp_of(v - m) * P;
-      if constexpr (kSmooth) gc -= q[c] * Q;
-      g[c] = store_from_acc<scalar_t>(gc * slope);
+      const acc q_term = kSmooth ? q[c] * Q : acc(0);
+      g[c] = store_from_acc<scalar_t>(
+          vocab_shard_gradient(load_as_acc(x[c]), cap, m, P, acc(0), q_term));
     }
     if (here) {
-      acc v = x_t, slope = 1;
-      if constexpr (kCap) {
-        const acc h = tanh_of(v / cap);
-        v = cap * h;
-        slope = 1 - h * h;
-      }
-      acc gt = exp_of(v - m) * P - t_scale[r];
-      if constexpr (kSmooth) gt -= q[t] * Q;
-      g[t] = store_from_acc<scalar_t>(gt * slope);
+      const acc q_term = kSmooth ? q[t] * Q : acc(0);
+      g[t] = store_from_acc<scalar_t>(vocab_shard_gradient(x_t, cap, m, P, t_scale[r], q_term));
     }
   }
 }
