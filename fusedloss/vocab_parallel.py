@@ -402,8 +402,8 @@ def _check_options(reduction: str, label_smoothing: float, softcap: Optional[flo
         raise ValueError(f"{_OP}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{_OP}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if softcap is not None and not softcap > 0:
-        raise ValueError(f"{_OP}: softcap must be positive (or None), got {softcap}")
+    if softcap is not None and not 0 < softcap < float("inf"):
+        raise ValueError(f"{_OP}: softcap must be positive and finite (or None), got {softcap}")
 
 
 def vocab_parallel_cross_entropy(

@@ -30,6 +30,9 @@ class TripletMarginFunction : public torch::autograd::Function<TripletMarginFunc
         {anchor.requires_grad(), positive.requires_grad(), negative.requires_grad()});
     ctx->save_for_backward({grad_a, grad_p, grad_n, scale});
     ctx->saved_data["reduced"] = reduction != "none";
+    // 0-d inputs (the three share their dimensions): one row, no distance dimension. Not read
+    // from a saved gradient: those of inputs that need none are empty placeholders.
+    ctx->saved_data["scalar_rows"] = anchor.dim() == 0;
     ctx->saved_data[kShapes[0]] = anchor.sym_sizes();
     ctx->saved_data[kShapes[1]] = positive.sym_sizes();
     ctx->saved_data[kShapes[2]] = negative.sym_sizes();
@@ -43,7 +46,7 @@ class TripletMarginFunction : public torch::autograd::Function<TripletMarginFunc
     const bool last_use = saved_buffers_die_after_backward();
     // Per row for 'none': along the distance dimension (none for 0-d inputs).
     const Tensor& g = grad_outputs[0];
-    const bool scalar_rows = saved[0].dim() == 0;
+    const bool scalar_rows = ctx->saved_data["scalar_rows"].toBool();
     const Tensor factor = reduced || scalar_rows ? g : g.unsqueeze(-1);
     variable_list grads(8);
     for (int i : {0, 1, 2}) {

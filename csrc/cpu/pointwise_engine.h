@@ -83,11 +83,12 @@ struct Pointers {
   scalar_t* grad_target;  // when kGradTarget
 };
 
-// A gradient larger than the last-level cache is written with non-temporal stores: a normal
-// store first reads each line into the cache (a third more traffic for a loss that reads two
-// values and writes one), only to evict it unread. The block is computed into a buffer in L1 and
-// streamed out from there. Below the threshold the gradient stays in cache for whoever reads it
-// next, and the block is written in place.
+// An input gradient of 32 MiB or more (the size of this development machine's last-level cache)
+// is written with non-temporal stores: a normal store first reads each line into the cache (a
+// third more traffic for a loss that reads two values and writes one), only to evict it unread.
+// The block is computed into a buffer in L1 and streamed out from there. Below the threshold the
+// gradient stays in cache for whoever reads it next, and the block is written in place. Only the
+// input's gradient is streamed; a target gradient (rarely asked for) is written in place.
 constexpr int64_t kStreamBytes = int64_t{32} << 20;
 
 inline void stream_out(void* destination, const void* source, int64_t bytes) {

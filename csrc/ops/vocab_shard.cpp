@@ -5,7 +5,11 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <optional>
+#include <utility>
 
 #include "engines/vocab_shard.h"
 #include "ops/arguments.h"
@@ -33,8 +37,11 @@ VocabShardOperands check(const Tensor& logits, const Tensor& target,
                       kOp, ": smoothing must be (V_rank) of ", acc, ", got ",
                       smoothing->scalar_type(), " of shape ", smoothing->sym_sizes());
   }
-  TORCH_CHECK_VALUE(!softcap.has_value() || *softcap > 0, kOp,
-                    ": softcap must be positive (or None), got ", softcap.value_or(0));
+  TORCH_CHECK_VALUE(!softcap.has_value() || (*softcap > 0 && std::isfinite(*softcap)), kOp,
+                    ": softcap must be positive and finite (or None), got ", softcap.value_or(0));
+  // A CUDA block per row: the grid's x dimension holds at most 2^31 - 1 rows.
+  TORCH_CHECK_VALUE(logits.sym_size(0) <= std::numeric_limits<int32_t>::max(), kOp,
+                    ": at most 2^31 - 1 rows, got ", logits.sym_size(0));
   TORCH_CHECK(logits.device() == target.device() &&
                   (!smoothing.has_value() || smoothing->device() == logits.device()),
               kOp, ": logits, target and smoothing must be on one device, got ", logits.device(),
@@ -57,6 +64,17 @@ Tensor stats_on_device(const Tensor& logits, const Tensor& target,
   return kernel(check(logits, target, smoothing, softcap));
 }
 
+void check_row_vectors(const Tensor& logits, const Tensor& lse, const Tensor& p_scale,
+                       const Tensor& q_scale, const Tensor& target_scale) {
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"lse", lse},
+                                {"p_scale", p_scale}, {"q_scale", q_scale},
+                                {"target_scale", target_scale}}) {
+    check_row_vector(name, t, logits);
+    TORCH_CHECK(t.device() == logits.device(), kOp, ": ", name, " must be on ", logits.device(),
+                ", got ", t.device());
+  }
+}
+
 Tensor stats_meta(const Tensor& logits, const Tensor& target,
                   const std::optional<Tensor>& smoothing, std::optional<double> softcap) {
   check(logits, target, smoothing, softcap);
@@ -73,13 +91,7 @@ Tensor gradient_on_device(const Tensor& logits, const Tensor& target,
                           const Tensor& lse, const Tensor& p_scale, const Tensor& q_scale,
                           const Tensor& target_scale) {
   const VocabShardOperands o = check(logits, target, smoothing, softcap);
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"lse", lse},
-                                {"p_scale", p_scale}, {"q_scale", q_scale},
-                                {"target_scale", target_scale}}) {
-    check_row_vector(name, t, logits);
-    TORCH_CHECK(t.device() == logits.device(), kOp, ": ", name, " must be on ", logits.device(),
-                ", got ", t.device());
-  }
+  check_row_vectors(logits, lse, p_scale, q_scale, target_scale);
   return kernel(o, lse.contiguous(), p_scale.contiguous(), q_scale.contiguous(),
                 target_scale.contiguous());
 }
@@ -89,7 +101,7 @@ Tensor gradient_meta(const Tensor& logits, const Tensor& target,
                      const Tensor& lse, const Tensor& p_scale, const Tensor& q_scale,
                      const Tensor& target_scale) {
   check(logits, target, smoothing, softcap);
-  for (const Tensor* t : {&lse, &p_scale, &q_scale, &target_scale}) check_row_vector("scale", *t, logits);
+  check_row_vectors(logits, lse, p_scale, q_scale, target_scale);
   return at::empty_symint(logits.sym_sizes(), logits.options());
 }
 

@@ -89,6 +89,22 @@ def test_triplet_gradcheck(p, swap):
             (a, q, n))
 
 
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (False, False, True)])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_triplet_0d_inputs_with_some_gradients(needs, reduction):
+    # 0-d triplets where only some inputs take a gradient: backward scales each saved gradient
+    # as the shape of the inputs says (the others' are empty placeholders).
+    values = (0.3, 0.5, -0.2)
+    ours = [torch.tensor(v, dtype=torch.float64, requires_grad=r) for v, r in zip(values, needs)]
+    theirs = [torch.tensor(v, dtype=torch.float64, requires_grad=r) for v, r in zip(values, needs)]
+    FL.triplet_margin_loss(*ours, reduction=reduction).backward(torch.tensor(0.7, dtype=torch.float64))
+    F.triplet_margin_loss(*theirs, reduction=reduction).backward(torch.tensor(0.7, dtype=torch.float64))
+    for a, b in zip(ours, theirs):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            assert_close(a.grad, b.grad)
+
+
 def test_triplet_module_script_and_errors():
     g = torch.Generator().manual_seed(4)
     a, q, n = (torch.randn(5, 3, generator=g) for _ in range(3))
