@@ -95,7 +95,8 @@ def main():
     torch.set_num_threads(1)  # as each process (for the machine description)
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
-    processes = [context.Process(target=worker, args=(r, PORT, n, v,
+    port = free_port()
+    processes = [context.Process(target=worker, args=(r, port, n, v,
                                                       args.repeats, results))
                  for r in range(WORLD)]
     for p in processes:
@@ -125,8 +126,6 @@ def main():
               f"gradient takes {gradient:,} bytes.")
     write_results("vocab_parallel_cpu", rows, list(rows[0]), header)
 
-
-PORT = free_port()
 
 if __name__ == "__main__":
     main()

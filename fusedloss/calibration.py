@@ -39,11 +39,15 @@ def _confidence_and_accuracy(preds: Tensor, target: Tensor, task: str, num_class
         raise ValueError(f"target must hold integer labels, got {target.dtype}")
     # Bucketed in the scores' precision (at least float32), as torchmetrics; summed in float64.
     scores = preds if preds.dtype == torch.float64 else preds.float()
-    logits = ((scores < 0) | (scores > 1)).any()  # a device tensor: no read-back
+    # Logits when any score outside [0, 1] belongs to a sample that counts (torchmetrics drops
+    # the ignored ones first); a device tensor: no read-back.
+    outside = (scores < 0) | (scores > 1)
+    kept = target.ne(ignore_index) if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     if task == "binary":
         if preds.shape != target.shape:
             raise ValueError(f"binary expects preds and target of one shape, got {tuple(preds.shape)} and "
                              f"{tuple(target.shape)}")
+        logits = (outside & kept).any()
         scores, target = scores.reshape(-1), target.reshape(-1)
         confidence = torch.where(logits, scores.sigmoid(), scores)
         accuracy = target
@@ -51,6 +55,7 @@ def _confidence_and_accuracy(preds: Tensor, target: Tensor, task: str, num_class
         if preds.dim() != 2 or preds.shape[1] != num_classes or target.shape != preds.shape[:1]:
             raise ValueError(f"multiclass expects preds (N, {num_classes}) and target (N), got preds of shape "
                              f"{tuple(preds.shape)} and target of shape {tuple(target.shape)}")
+        logits = (outside.any(1) & kept).any()
         confidence, predicted = torch.where(logits, scores.softmax(1), scores).max(1)
         accuracy = predicted.eq(target)
     weight = target.ne(ignore_index) if ignore_index is not None else torch.ones_like(confidence)

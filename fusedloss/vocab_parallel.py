@@ -38,11 +38,19 @@ _FUSED_ON_CPU = True  # False: the ATen path of other devices, on the CPU (for t
 
 def _all_gather(tensor: Tensor, group) -> Tensor:
     """(world, *tensor.shape): every rank's tensor, in rank order."""
-    import torch.distributed._functional_collectives as funcol  # not at import: needs c10d
+    funcol = _functional_collectives()
     gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor  # torch < 2.10
-    gathered = gather(tensor.contiguous(), 0, group)
-    gathered = funcol.wait_tensor(gathered) if hasattr(funcol, "wait_tensor") else gathered
-    return gathered.view(-1, *tensor.shape)
+    return _waited(gather(tensor.contiguous(), 0, group)).view(-1, *tensor.shape)
+
+
+def _functional_collectives():
+    import torch.distributed._functional_collectives as funcol  # not at import: needs c10d
+    return funcol
+
+
+def _waited(tensor: Tensor) -> Tensor:
+    funcol = _functional_collectives()
+    return funcol.wait_tensor(tensor) if hasattr(funcol, "wait_tensor") else tensor
 
 
 def _shape_and_targets(rows: int, classes: int, target: Tensor) -> Tensor:
@@ -261,9 +269,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
 
 def _all_reduce_sum(tensor: Tensor, group) -> Tensor:
-    import torch.distributed._functional_collectives as funcol
-    reduced = funcol.all_reduce(tensor, "sum", group)
-    return funcol.wait_tensor(reduced) if hasattr(funcol, "wait_tensor") else reduced
+    return _waited(_functional_collectives().all_reduce(tensor, "sum", group))
 
 
 def _default_chunk_rows(classes: int) -> int:
@@ -376,7 +382,13 @@ def vocab_parallel_linear_cross_entropy(
     shard; the gradients are taken chunk by chunk in the forward, the input's summed over the
     ranks by one all-reduce. One small all-gather per chunk (every rank must use the same
     chunk_size), one before the first. Options as in vocab_parallel_cross_entropy."""
-    _check_options(reduction, label_smoothing, softcap)
+    _check_options(_OP_LINEAR, input, target, weight, reduction, label_smoothing, softcap)
+    if linear_weight.device != input.device or linear_weight.dtype != input.dtype or (
+            linear_bias is not None and (linear_bias.device, linear_bias.dtype) !=
+            (input.device, input.dtype)):
+        raise ValueError(f"{_OP_LINEAR}: linear_weight and linear_bias must be of the input's "
+                         f"dtype {input.dtype} on {input.device}, got {linear_weight.dtype} on "
+                         f"{linear_weight.device}")
     if input.dim() not in (2, 3) or linear_weight.dim() != 2 or \
             input.size(-1) != linear_weight.size(1):
         raise ValueError(f"{_OP_LINEAR}: input must be (N, H) or (B, T, H) and linear_weight this "
@@ -397,13 +409,24 @@ def vocab_parallel_linear_cross_entropy(
         float(label_smoothing), float(z_loss), softcap, chunk_size, check_target)
 
 
-def _check_options(reduction: str, label_smoothing: float, softcap: Optional[float]) -> None:
+def _check_options(op: str, input: Tensor, target: Tensor, weight: Optional[Tensor],
+                   reduction: str, label_smoothing: float, softcap: Optional[float]) -> None:
+    """What every rank can check alone, before any collective (no host read of tensor data)."""
     if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"{_OP}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{_OP}: label_smoothing must be in [0, 1], got {label_smoothing}")
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     if softcap is not None and not 0 < softcap < float("inf"):
-        raise ValueError(f"{_OP}: softcap must be positive and finite (or None), got {softcap}")
+        raise ValueError(f"{op}: softcap must be positive and finite (or None), got {softcap}")
+    if not input.is_floating_point():
+        raise TypeError(f"{op}: input must be floating point, got {input.dtype}")
+    if target.device != input.device or (weight is not None and weight.device != input.device):
+        raise ValueError(f"{op}: target and weight must be on the input's device {input.device}, "
+                         f"got {target.device}"
+                         + ("" if weight is None else f" and {weight.device}"))
+    if weight is not None and weight.dim() != 1:
+        raise ValueError(f"{op}: weight must be 1-D, one value per class of the vocabulary; got "
+                         f"shape {tuple(weight.shape)}")
 
 
 def vocab_parallel_cross_entropy(
@@ -428,18 +451,13 @@ def vocab_parallel_cross_entropy(
     checks on the host that the ranks agree (rows, targets, weight size) and that every target
     is in the vocabulary, raising the same error on every rank (on CUDA a synchronization);
     check_target=False (and torch.compile) skips all of it: a bad target's row is then NaN."""
-    _check_options(reduction, label_smoothing, softcap)
+    _check_options(_OP, input, target, weight, reduction, label_smoothing, softcap)
     if input.dim() != 2:
         raise ValueError(f"{_OP}: input must be (N, V_rank), this rank's shard of the classes; got "
                          f"shape {tuple(input.shape)}")
     if target.dim() != 1 or target.size(0) != input.size(0) or target.is_floating_point():
         raise ValueError(f"{_OP}: target must be (N) class indices for an input of shape "
                          f"{tuple(input.shape)}; got shape {tuple(target.shape)} of {target.dtype}")
-    if not input.is_floating_point():
-        raise TypeError(f"{_OP}: input must be floating point, got {input.dtype}")
-    if target.device != input.device:
-        raise ValueError(f"{_OP}: target must be on the input's device {input.device}, got "
-                         f"{target.device}")
     group = process_group if process_group is not None else dist.group.WORLD
     return _VocabParallelCrossEntropy.apply(input, target.long(), weight, group, ignore_index,
                                             reduction, float(label_smoothing), float(z_loss),

@@ -5,6 +5,9 @@
 set -euo pipefail
 
 TORCH_SPEC=${FUSEDLOSS_TORCH_SPEC:-torch==2.14.1}
+# A Debian python3 from apt (PEP 668) refuses pip installs outside a virtual environment; this
+# script installs into the interpreter it is given (pip before 23.0.1 ignores the variable).
+export PIP_BREAK_SYSTEM_PACKAGES=1
 
 missing=()
 command -v g++ >/dev/null || missing+=(g++)
@@ -43,11 +46,13 @@ python_missing=()
 python3 -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)" \
   2>/dev/null || python_missing+=("setuptools>=64")
 python3 -c "import wheel" 2>/dev/null || python_missing+=(wheel)
-for module in pytest numpy expecttest hypothesis matplotlib tqdm torchmetrics; do
+for module in pytest numpy expecttest hypothesis matplotlib tqdm; do
   python3 -c "import $module" 2>/dev/null || python_missing+=("$module")
 done
-# sklearn.metrics is the oracle of the exact threshold metrics.
-python3 -c "import sklearn" 2>/dev/null || python_missing+=(scikit-learn)
+# The metrics' oracles, pinned to the releases the tests were written against: torchmetrics, and
+# sklearn.metrics for the exact threshold metrics.
+python3 -c "import torchmetrics" 2>/dev/null || python_missing+=("torchmetrics==1.9.0")
+python3 -c "import sklearn" 2>/dev/null || python_missing+=("scikit-learn==1.9.1")
 if [ ${#python_missing[@]} -gt 0 ]; then
   echo "install_deps: pip install ${python_missing[*]}"
   python3 -m pip install --quiet "${python_missing[@]}"

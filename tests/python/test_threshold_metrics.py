@@ -322,3 +322,18 @@ def test_cuda_updates_never_wait_for_the_gpu():
         finally:
             torch.cuda.set_sync_debug_mode("default")
     close(collection.compute()["f1"], tm.binary_f1_score(preds, target))  # twice the data: the same F1
+
+
+def test_calibration_ignored_scores_do_not_make_a_batch_logits():
+    # Probabilities, but an ignored sample holds a score outside [0, 1]: torchmetrics drops the
+    # ignored samples before deciding on sigmoid/softmax, and so must we.
+    preds, target = binary_data(logits=False)
+    preds, target = preds.clone(), target.clone()
+    preds[0], target[0] = 7.0, -1
+    close(M.calibration_error(preds, target, "binary", n_bins=10, ignore_index=-1),
+          tm.binary_calibration_error(preds, target, n_bins=10, ignore_index=-1))
+    mc_preds, mc_target = multiclass_data(logits=False)
+    mc_preds, mc_target = mc_preds.clone(), mc_target.clone()
+    mc_preds[0, 0], mc_target[0] = -3.0, -1
+    close(M.calibration_error(mc_preds, mc_target, "multiclass", num_classes=4, ignore_index=-1),
+          tm.multiclass_calibration_error(mc_preds, mc_target, 4, ignore_index=-1))
