@@ -117,10 +117,24 @@ def _binned_roc(histogram: Tensor, thresholds: Tensor) -> Curve:
 
 # ---- exact: from every score ----
 
-def _exact_batch(preds: Tensor, target: Tensor, task: str, ignore_index: Optional[int]) -> Tuple[Tensor, Tensor]:
+def _exact_batch(preds: Tensor, target: Tensor, task: str, classes: int,
+                 ignore_index: Optional[int]) -> Tuple[Tensor, Tensor]:
     """One batch as probabilities, as torchmetrics formats it: binary and multiclass drop the
     ignored samples first; a batch with any score outside [0, 1] is logits (sigmoid, or softmax
-    for multiclass). Multilabel keeps its ignored entries (dropped per label later)."""
+    for multiclass). Multilabel keeps its ignored entries (dropped per label later). The shapes
+    are checked here; the labels when the curves are computed (reading them is a wait on CUDA)."""
+    if not preds.is_floating_point() or target.is_floating_point():
+        raise ValueError(f"fusedloss.metrics: preds must hold float scores and target integer labels, "
+                         f"got {preds.dtype} and {target.dtype}")
+    expected = {"binary": tuple(preds.shape), "multilabel": (preds.shape[0], classes) if preds.dim() else ()}
+    if task == "multiclass":
+        if preds.dim() != 2 or preds.shape[1] != classes or target.shape != preds.shape[:1]:
+            raise ValueError(f"fusedloss.metrics: multiclass expects preds (N, {classes}) and target (N), "
+                             f"got {tuple(preds.shape)} and {tuple(target.shape)}")
+    elif tuple(target.shape) != tuple(preds.shape) or tuple(preds.shape) != expected[task]:
+        raise ValueError(f"fusedloss.metrics: {task} expects preds and target of one shape"
+                         + (f" (N, {classes})" if task == "multilabel" else "")
+                         + f", got {tuple(preds.shape)} and {tuple(target.shape)}")
     preds = preds.double() if preds.dtype == torch.float64 else preds.float()
     if task == "binary":
         preds, target = preds.reshape(-1), target.reshape(-1)
@@ -134,17 +148,18 @@ def _exact_batch(preds: Tensor, target: Tensor, task: str, ignore_index: Optiona
 
 def _one_vs_rest(preds: Tensor, target: Tensor, task: str, classes: int,
                  ignore_index: Optional[int]) -> List[Tuple[Tensor, Tensor]]:
-    """Per class, the (scores, 0/1 labels) of its samples, ignored ones dropped."""
+    """Per class, the (scores, 0/1 labels) of its samples, from what _exact_batch kept (binary
+    and multiclass without their ignored samples; multilabel's are dropped here, per label).
+    A label that is neither 0/1 (a class in [0, classes) for multiclass) nor ignore_index raises."""
+    counted = target if task != "multilabel" or ignore_index is None else target[target != ignore_index]
+    bad = (counted < 0) | (counted >= (classes if task == "multiclass" else 2))
+    if bool(bad.any()):
+        raise ValueError(f"fusedloss.metrics: target {int(counted[bad][0])} is not a label of a {task} "
+                         f"task (expected {'a class in [0, ' + str(classes) + ')' if task == 'multiclass' else '0 or 1'}"
+                         f"{'' if ignore_index is None else ' or ignore_index ' + str(ignore_index)})")
     if task == "binary":
-        preds, target = preds.reshape(-1), target.reshape(-1)
-        if ignore_index is None:
-            return [(preds, target)]
-        keep = target != ignore_index
-        return [(preds[keep], target[keep])]
+        return [(preds, target)]
     if task == "multiclass":
-        if ignore_index is not None:
-            keep = target != ignore_index
-            preds, target = preds[keep], target[keep]
         return [(preds[:, c], (target == c).long()) for c in range(classes)]
     out = []
     for c in range(classes):
@@ -255,7 +270,7 @@ def _state(preds: Tensor, target: Tensor, task: str, thresholds: Thresholds, num
         preds, target, task, classes = preds.reshape(-1), target.reshape(-1), "binary", 1
     counts = _Counts(task, bins, classes, ignore_index)
     if bins is None:
-        return counts, None, [_exact_batch(preds, target, task, ignore_index)]
+        return counts, None, [_exact_batch(preds, target, task, classes, ignore_index)]
     histogram, invalid = _histogram(preds, target, task, bins, classes, ignore_index)
     _raise_if_invalid(invalid)
     return counts, histogram, []
@@ -360,7 +375,7 @@ class _ThresholdMetric(StreamingState):
             preds, target = preds.reshape(-1), target.reshape(-1)
         c = self._counts
         if c.thresholds is None:
-            return _exact_batch(preds, target, c.task, c.ignore_index)
+            return _exact_batch(preds, target, c.task, c.classes, c.ignore_index)
         return _histogram(preds, target, c.task, self.thresholds, c.classes, c.ignore_index)
 
     def _add_batch_state(self, state) -> None:

@@ -197,6 +197,24 @@ def test_curves_module_and_bad_input():
         M.auroc(preds, target, "binary", max_fpr=1.5)
 
 
+def test_exact_mode_bad_input():
+    # thresholds=None keeps every score: the same shapes and labels are refused as when binned.
+    preds, target = binary_data()
+    target = target.clamp_min(0)
+    with pytest.raises(ValueError, match="target 2 is not a label of a binary task"):
+        M.auroc(preds, torch.where(torch.arange(500) == 3, 2, target), "binary")
+    with pytest.raises(ValueError, match=r"target 4 is not a label of a multiclass task \(expected a class in \[0, 4\)"):
+        M.auroc(torch.rand(3, 4), torch.tensor([4, 0, 1]), "multiclass", num_classes=4)
+    with pytest.raises(ValueError, match=r"multiclass expects preds \(N, 4\) and target \(N\)"):
+        M.auroc(torch.rand(3, 5), torch.tensor([1, 0, 1]), "multiclass", num_classes=4)
+    with pytest.raises(ValueError, match="binary expects preds and target of one shape"):
+        M.average_precision(preds, target[:-1], "binary")
+    with pytest.raises(ValueError, match=r"multilabel expects preds and target of one shape \(N, 3\)"):
+        M.auroc(torch.rand(4, 3), torch.ones(4, 2, dtype=torch.long), "multilabel", num_labels=3)
+    with pytest.raises(ValueError, match="target 3 is not a label of a multilabel task"):
+        M.auroc(torch.rand(4, 3), torch.tensor([[0, 1, 3]] * 4), "multilabel", num_labels=3, ignore_index=-1)
+
+
 def test_histogram_op_opcheck(device):
     preds, target = multiclass_data(50, device=device)
     thresholds = torch.linspace(0, 1, 9, dtype=torch.float64, device=device)
