@@ -21,6 +21,12 @@ enum class BadValueKind : int32_t {
   HingeLabel,        // ValueError: hinge_loss target not -1 or 1
   NegativeVariance,  // ValueError: gaussian_nll_loss var < 0
   MultilabelClassIndex,  // RuntimeError: multilabel_margin_loss target not in [0, C) nor -1
+  CtcLabel,          // IndexError: ctc_loss label not in [0, C) (extra: the sample)
+  CtcBlankLabel,     // ValueError: ctc_loss label equal to blank (extra: the sample)
+  CtcInputLength,    // RuntimeError: input_lengths[position] not in [0, limit]
+  CtcTargetLength,   // RuntimeError: target_lengths[position] negative (extra 0) or longer than
+                     // the padded targets' limit (extra 1); or their sum, value, is not the
+                     // limit concatenated targets hold (extra 2)
 };
 
 // Plain data, the same layout on the host and the device. `op` is the address of the op's name,

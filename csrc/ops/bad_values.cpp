@@ -28,7 +28,7 @@ std::atomic<bool> synchronous{[] {
 constexpr const char* kOpNames[] = {
     "cross_entropy",     "cross_entropy_with_z_loss", "nll_loss",   "linear_cross_entropy",
     "multi_margin_loss", "binary_cross_entropy",      "hinge_loss", "gaussian_nll_loss",
-    "multilabel_margin_loss"};
+    "multilabel_margin_loss", "ctc_loss"};
 
 double as_double(int64_t bits) {
   double d;
@@ -95,6 +95,33 @@ void raise_bad_value(const BadValueRecord& r) {
       TORCH_CHECK_VALUE(false, "fusedloss.", op, ": var has negative entry/entries; ", r.count,
                         " of ", r.limit, " elements are negative, the first at position ",
                         r.position, ": ", as_double(r.value));
+    case BadValueKind::CtcLabel:
+      TORCH_CHECK_INDEX(false, "fusedloss.", op, ": target label ", r.value,
+                        " is out of bounds: expected a class in [0, ", r.limit,
+                        "); found at position ", r.position, " of targets (sample ", r.extra,
+                        ")");
+    case BadValueKind::CtcBlankLabel:
+      TORCH_CHECK_VALUE(false, "fusedloss.", op, ": target label ", r.value, " at position ",
+                        r.position, " of targets (sample ", r.extra,
+                        ") is the blank; a target may not contain the blank label");
+    case BadValueKind::CtcInputLength:
+      TORCH_CHECK(r.value >= 0, "fusedloss.", op,
+                  ": Expected input_lengths to have value at least 0, but got value ", r.value,
+                  " (sample ", r.position, ")");
+      TORCH_CHECK(false, "fusedloss.", op, ": Expected input_lengths to have value at most ",
+                  r.limit, ", but got value ", r.value, " (sample ", r.position, ")");
+    case BadValueKind::CtcTargetLength:
+      TORCH_CHECK(r.extra != 0, "fusedloss.", op,
+                  ": Expected target_lengths to have value at least 0, but got value ", r.value,
+                  " (sample ", r.position, ")");
+      TORCH_CHECK(r.extra != 1, "fusedloss.", op, ": Expected tensor to have size at least ",
+                  r.value, " at dimension 1, but got size ", r.limit,
+                  " for argument #2 'targets' (target_lengths[", r.position, "] = ", r.value,
+                  ")");
+      TORCH_CHECK(false, "fusedloss.", op, ": Expected tensor to have size ", r.value,
+                  " at dimension 0, but got size ", r.limit,
+                  " for argument #2 'targets' (concatenated targets hold the sum of "
+                  "target_lengths)");
     case BadValueKind::None:
       break;
   }
