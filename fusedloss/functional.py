@@ -4,7 +4,7 @@ Each function calls its operator in torch.ops.fusedloss; every one is TorchScrip
 """
 
 import warnings
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ __all__ = [
     "multilabel_soft_margin_loss", "cosine_embedding_loss", "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
-    "multilabel_margin_loss",
+    "multilabel_margin_loss", "ctc_loss",
     "linear_cross_entropy", "vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy",
 ]
 
@@ -274,6 +274,32 @@ def multilabel_margin_loss(
     the gradient."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return torch.ops.fusedloss.multilabel_margin_loss(input, target, reduction)
+
+
+def _lengths_tensor(lengths: Union[Tensor, List[int]]) -> Tensor:
+    if isinstance(lengths, Tensor):
+        return lengths
+    return torch.tensor(lengths, dtype=torch.long)
+
+
+def ctc_loss(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Union[Tensor, List[int]],
+    target_lengths: Union[Tensor, List[int]],
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> Tensor:
+    """Connectionist temporal classification loss; see torch.nn.functional.ctc_loss.
+
+    log_probs (T, N, C) or unbatched (T, C); targets padded (N, S) or concatenated
+    (sum(target_lengths)); the lengths as tensors or lists. One fused call runs the alpha and
+    beta recursions and writes the gradient; no lattice is kept for backward. Unlike torch, a
+    label outside [0, C) (IndexError) or equal to blank (ValueError) is refused."""
+    return torch.ops.fusedloss.ctc_loss(log_probs, targets, _lengths_tensor(input_lengths),
+                                        _lengths_tensor(target_lengths), blank, reduction,
+                                        zero_infinity)
 
 
 def jensen_shannon_divergence(

@@ -20,7 +20,7 @@ __all__ = [
     "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss", "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
     "CrossEntropyLoss", "NLLLoss", "NLLLoss2d", "MultiMarginLoss", "MultiLabelMarginLoss",
-    "LinearCrossEntropyLoss", "replace_losses",
+    "CTCLoss", "LinearCrossEntropyLoss", "replace_losses",
 ]
 
 
@@ -219,6 +219,13 @@ class MultiLabelMarginLoss(torch.nn.MultiLabelMarginLoss):
         return F.multilabel_margin_loss(input, target, reduction=self.reduction)
 
 
+class CTCLoss(torch.nn.CTCLoss):
+    def forward(self, log_probs: Tensor, targets: Tensor, input_lengths: Tensor,
+                target_lengths: Tensor) -> Tensor:
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
+                          self.reduction, self.zero_infinity)
+
+
 _TorchLinearCrossEntropyLoss = getattr(torch.nn, "LinearCrossEntropyLoss", None)
 
 
@@ -302,6 +309,7 @@ DROP_INS = {
     torch.nn.NLLLoss2d: NLLLoss2d,
     torch.nn.MultiMarginLoss: MultiMarginLoss,
     torch.nn.MultiLabelMarginLoss: MultiLabelMarginLoss,
+    torch.nn.CTCLoss: CTCLoss,
 }
 if _TorchLinearCrossEntropyLoss is not None:  # torch >= 2.13
     DROP_INS[_TorchLinearCrossEntropyLoss] = LinearCrossEntropyLoss

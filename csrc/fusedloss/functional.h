@@ -201,6 +201,23 @@ inline at::Tensor multilabel_margin_loss(const at::Tensor& input, const at::Tens
   return handle.call(input, target, detail::reduction_name(options.reduction()));
 }
 
+using CTCLossFuncOptions = torch::nn::CTCLossOptions;
+
+// Connectionist temporal classification: -log p(target | log_probs) summed over the alignments;
+// log_probs (T, N, C) or (T, C), targets padded (N, S) or concatenated, a length of each per
+// sample (int64 tensors on the CPU or log_probs' device). 'mean' divides each sample's loss by
+// its target length, then averages, as torch.
+inline at::Tensor ctc_loss(const at::Tensor& log_probs, const at::Tensor& targets,
+                           const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                           const CTCLossFuncOptions& options = {}) {
+  static const auto handle =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, int64_t, c10::string_view, bool)>(
+          "fusedloss::ctc_loss");
+  return handle.call(log_probs, targets, input_lengths, target_lengths, options.blank(),
+                     detail::reduction_name(options.reduction()), options.zero_infinity());
+}
+
 using TripletMarginLossFuncOptions = torch::nn::TripletMarginLossOptions;
 
 // max(0, margin + ||a - p + eps||_p - ||a - n + eps||_p) over the last dimension (with swap, the

@@ -113,6 +113,20 @@ class JSDLossImpl : public torch::nn::Cloneable<JSDLossImpl> {
 };
 TORCH_MODULE(JSDLoss);
 
+// torch::nn::CTCLoss: forward(log_probs, targets, input_lengths, target_lengths).
+class CTCLossImpl : public torch::nn::Cloneable<CTCLossImpl> {
+ public:
+  explicit CTCLossImpl(torch::nn::CTCLossOptions options = {}) : options(std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override { stream << "fusedloss::nn::CTCLoss()"; }
+  at::Tensor forward(const at::Tensor& log_probs, const at::Tensor& targets,
+                     const at::Tensor& input_lengths, const at::Tensor& target_lengths) {
+    return functional::ctc_loss(log_probs, targets, input_lengths, target_lengths, options);
+  }
+  torch::nn::CTCLossOptions options;
+};
+TORCH_MODULE(CTCLoss);
+
 // torch::nn::TripletMarginLoss: forward(anchor, positive, negative).
 class TripletMarginLossImpl : public torch::nn::Cloneable<TripletMarginLossImpl> {
  public:

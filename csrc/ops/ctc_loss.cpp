@@ -175,7 +175,7 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(const Tensor& log_probs, co
   Tensor loss;
   const at::ScalarType dtype = log_probs.scalar_type();
   if (reduction == at::Reduction::None) {
-    loss = batched ? o.nll.to(dtype) : o.nll.to(dtype).view({});
+    loss = batched ? o.nll.to(dtype) : o.nll.to(dtype).squeeze(0);
   } else if (device.is_cpu()) {
     // In float64 in sample order: the same bits for any thread count.
     double total = 0;
