@@ -26,69 +26,86 @@ namespace fusedloss {
 namespace cpu {
 namespace {
 
+using ctc::log_add;
 using ctc::log_add3;
 using ctc::negative_infinity;
 using formulas::exp_of;
 
-// -inf cells before each alpha row (its s - 1 and s - 2) and after each beta row (s + 1, s + 2).
-constexpr int64_t kPad = 2;
+// The lattice of a target of L labels is kept as two arrays per time step: the L + 1 blank states
+// (state 2k) and the L label states (state 2k + 1). Each is contiguous, so the recursions
+// vectorize over k, and a blank state needs a two-term log-sum (one exp) where the interleaved
+// layout pays for three:
+//   alpha:  B_t(k) = lp_t(blank) + lse(B_{t-1}(k), Lb_{t-1}(k - 1))
+//           Lb_t(k) = lp_t(l_k) + lse(Lb_{t-1}(k), B_{t-1}(k), [l_k != l_{k-1}] Lb_{t-1}(k - 1))
+//   beta:   B_t(k) = lp_t(blank) + lse(B_{t+1}(k), Lb_{t+1}(k))
+//           Lb_t(k) = lp_t(l_k) + lse(Lb_{t+1}(k), B_{t+1}(k + 1), [l_{k+1} != l_k] Lb_{t+1}(k + 1))
+// A row is [B_0 .. B_L | -inf | Lb_0 .. Lb_{L-1}] for alpha (the -inf is Lb(-1)) and
+// [B_0 .. B_L | Lb_0 .. Lb_{L-1} | -inf] for beta (the -inf is Lb(L)).
 
 // A thread's scratch, reused by its samples.
 template <typename acc>
 struct Scratch {
-  std::vector<int32_t> state_class;  // (S') the class of each state
-  std::vector<acc> skip_in;          // (S') 0 where s may be entered from s - 2, else -inf
-  std::vector<acc> skip_out;         // (S') 0 where s may jump to s + 2, else -inf
-  std::vector<acc> alpha;            // T_n rows of kPad + S'
-  std::vector<acc> lp_states;        // T_n rows of S': lp_t(l'_s)
-  std::vector<acc> beta;             // 2 rows of S' + kPad
-  std::vector<acc> gamma;            // (S') the states' posteriors at one t
-  std::vector<acc> posterior;        // (C) their sums per class; zero between time steps
+  std::vector<int32_t> label_class;  // (L) the class of each label
+  std::vector<acc> skip_in;          // (L) 0 where Lb(k) may be entered from Lb(k - 1), else -inf
+  std::vector<acc> skip_out;         // (L) 0 where Lb(k) may go on to Lb(k + 1), else -inf
+  std::vector<acc> alpha;            // T_n rows of 2L + 2
+  std::vector<acc> lp_blank;         // (T_n) lp_t(blank)
+  std::vector<acc> lp_labels;        // T_n rows of L: lp_t(l_k)
+  std::vector<acc> beta;             // 2 rows of 2L + 2
+  std::vector<acc> label_posterior;  // (L) at one t
+  std::vector<acc> posterior;        // (C) per class at one t; zero between time steps
 };
 
 // One sample's view of the operands.
 struct Sample {
-  int64_t n, input_length, target_length, states;
+  int64_t n, input_length, target_length;
   const int64_t* labels;
 };
 
-template <typename scalar_t>
-FUSEDLOSS_CPU_CLONES void alpha_rows(const scalar_t* lp, int64_t time_stride, const Sample& x,
-                                     Scratch<acc_t<scalar_t>>& w) {
-  using acc = acc_t<scalar_t>;
-  const int64_t S = x.states, width = kPad + S;
-  const int32_t* cls = w.state_class.data();
-  const acc* skip = w.skip_in.data();
-  for (int64_t t = 0; t < x.input_length; ++t) {
-    const scalar_t* row = lp + t * time_stride;
-    acc* lp_s = w.lp_states.data() + t * S;
+template <typename acc>
+FUSEDLOSS_CPU_CLONES void alpha_step(const acc* prev, acc* cur, acc lp_blank, const acc* lp_labels,
+                                     const acc* skip_in, int64_t L) {
+  const acc* prev_labels = prev + L + 2;
+  acc* cur_labels = cur + L + 2;
 #pragma omp simd
-    for (int64_t s = 0; s < S; ++s) lp_s[s] = load_as_acc(row[cls[s]]);
-    acc* cur = w.alpha.data() + t * width;
-    cur[0] = cur[1] = negative_infinity<acc>();
-    cur += kPad;
-    if (t == 0) {
-      std::fill(cur, cur + S, negative_infinity<acc>());
-      cur[0] = lp_s[0];
-      if (S > 1) cur[1] = lp_s[1];
-      continue;
-    }
-    const acc* prev = cur - width;
+  for (int64_t k = 0; k <= L; ++k) cur[k] = lp_blank + log_add(prev[k], prev_labels[k - 1]);
 #pragma omp simd
-    for (int64_t s = 0; s < S; ++s) {
-      cur[s] = log_add3(prev[s], prev[s - 1], prev[s - 2] + skip[s]) + lp_s[s];
-    }
+  for (int64_t k = 0; k < L; ++k) {
+    cur_labels[k] = lp_labels[k] + log_add3(prev_labels[k], prev[k],
+                                            prev_labels[k - 1] + skip_in[k]);
   }
 }
 
-// beta at t from beta at t + 1 (next), both padded after their S' states.
 template <typename acc>
-FUSEDLOSS_CPU_CLONES void beta_row(const acc* next, const acc* skip_out, const acc* lp_s,
-                                   acc* cur, int64_t S) {
+FUSEDLOSS_CPU_CLONES void beta_step(const acc* next, acc* cur, acc lp_blank, const acc* lp_labels,
+                                    const acc* skip_out, int64_t L) {
+  const acc* next_labels = next + L + 1;
+  acc* cur_labels = cur + L + 1;
 #pragma omp simd
-  for (int64_t s = 0; s < S; ++s) {
-    cur[s] = log_add3(next[s], next[s + 1], next[s + 2] + skip_out[s]) + lp_s[s];
+  for (int64_t k = 0; k <= L; ++k) cur[k] = lp_blank + log_add(next[k], next_labels[k]);
+#pragma omp simd
+  for (int64_t k = 0; k < L; ++k) {
+    cur_labels[k] = lp_labels[k] + log_add3(next_labels[k], next[k + 1],
+                                            next_labels[k + 1] + skip_out[k]);
   }
+}
+
+// The posteriors of time step t: the blank states' total (returned) and each label state's.
+template <typename acc>
+FUSEDLOSS_CPU_CLONES acc posteriors(const acc* alpha, const acc* beta, acc lp_blank,
+                                    const acc* lp_labels, acc nll, acc* label_posterior,
+                                    int64_t L) {
+  acc blank = 0;
+  const acc blank_shift = nll - lp_blank;
+#pragma omp simd reduction(+ : blank)
+  for (int64_t k = 0; k <= L; ++k) blank += exp_of(alpha[k] + beta[k] + blank_shift);
+  const acc* alpha_labels = alpha + L + 2;
+  const acc* beta_labels = beta + L + 1;
+#pragma omp simd
+  for (int64_t k = 0; k < L; ++k) {
+    label_posterior[k] = exp_of(alpha_labels[k] + beta_labels[k] + nll - lp_labels[k]);
+  }
+  return blank;
 }
 
 // The gradient row of one time step: (exp(lp_t(c)) - posterior(c)) * scale.
@@ -101,54 +118,75 @@ FUSEDLOSS_CPU_CLONES void gradient_row(const scalar_t* lp_row, const acc_t<scala
   }
 }
 
-template <typename acc>
-FUSEDLOSS_CPU_CLONES void state_posteriors(const acc* alpha, const acc* beta, const acc* lp_s,
-                                           acc nll, acc* gamma, int64_t S) {
+template <typename scalar_t>
+FUSEDLOSS_CPU_CLONES void gather_labels(const scalar_t* lp_row, const int32_t* label_class,
+                                        acc_t<scalar_t>* out, int64_t L) {
 #pragma omp simd
-  for (int64_t s = 0; s < S; ++s) gamma[s] = exp_of(alpha[s] + beta[s] + nll - lp_s[s]);
+  for (int64_t k = 0; k < L; ++k) out[k] = load_as_acc(lp_row[label_class[k]]);
+}
+
+// Forward: the alpha rows of every time step; returns the loss.
+template <typename scalar_t>
+acc_t<scalar_t> alpha_rows(const scalar_t* lp, int64_t time_stride, int64_t blank,
+                           const Sample& x, Scratch<acc_t<scalar_t>>& w) {
+  using acc = acc_t<scalar_t>;
+  const int64_t L = x.target_length, width = 2 * L + 2;
+  for (int64_t t = 0; t < x.input_length; ++t) {
+    const scalar_t* row = lp + t * time_stride;
+    acc* lp_labels = w.lp_labels.data() + t * L;
+    gather_labels(row, w.label_class.data(), lp_labels, L);
+    w.lp_blank[t] = load_as_acc(row[blank]);
+    acc* cur = w.alpha.data() + t * width;
+    cur[L + 1] = negative_infinity<acc>();
+    if (t == 0) {
+      std::fill(cur, cur + width, negative_infinity<acc>());
+      cur[0] = w.lp_blank[0];
+      if (L > 0) cur[L + 2] = lp_labels[0];
+    } else {
+      alpha_step(cur - width, cur, w.lp_blank[t], lp_labels, w.skip_in.data(), L);
+    }
+  }
+  const acc* last = w.alpha.data() + (x.input_length - 1) * width;
+  return L == 0 ? -last[0] : -ctc::log_add(last[L], last[L + 2 + L - 1]);
 }
 
 template <typename scalar_t>
 void fill_rows(scalar_t* grad, int64_t row_stride, int64_t first, int64_t last, int64_t C,
                scalar_t value) {
-  for (int64_t t = first; t < last; ++t) std::fill(grad + t * row_stride, grad + t * row_stride + C, value);
+  for (int64_t t = first; t < last; ++t) {
+    std::fill(grad + t * row_stride, grad + t * row_stride + C, value);
+  }
 }
 
+// Backward in time: beta, the posteriors and the gradient rows of t < T_n.
 template <typename scalar_t>
-void gradient(const CtcOperands& o, const Sample& x, acc_t<scalar_t> nll, acc_t<scalar_t> scale,
-              Scratch<acc_t<scalar_t>>& w) {
+void gradient_rows(const CtcOperands& o, const Sample& x, acc_t<scalar_t> nll,
+                   acc_t<scalar_t> scale, Scratch<acc_t<scalar_t>>& w) {
   using acc = acc_t<scalar_t>;
-  const int64_t T = o.log_probs.size(0), N = o.log_probs.size(1), C = o.log_probs.size(2);
-  const int64_t S = x.states, width = kPad + S;
+  const int64_t N = o.log_probs.size(1), C = o.log_probs.size(2);
+  const int64_t L = x.target_length, width = 2 * L + 2;
   const scalar_t* lp = o.log_probs.const_data_ptr<scalar_t>() + x.n * o.log_probs.stride(1);
-  const int64_t time_stride = o.log_probs.stride(0);
   scalar_t* grad = o.grad.mutable_data_ptr<scalar_t>() + x.n * C;
-  const int64_t grad_stride = N * C;
-  fill_rows(grad, grad_stride, x.input_length, T, C, scalar_t(0));
-  if (nll == std::numeric_limits<acc>::infinity()) {
-    // Impossible alignment: torch's gradient is NaN (0 * inf), or 0 with zero_infinity (which
-    // made the loss 0 before this is called, so it does not get here).
-    fill_rows(grad, grad_stride, 0, x.input_length, C, std::numeric_limits<scalar_t>::quiet_NaN());
-    return;
-  }
   acc* beta_cur = w.beta.data();
   acc* beta_next = beta_cur + width;
   std::fill(w.beta.begin(), w.beta.end(), negative_infinity<acc>());
-  const int32_t* cls = w.state_class.data();
+  const int32_t* label_class = w.label_class.data();
   acc* posterior = w.posterior.data();
-  acc* gamma = w.gamma.data();
   for (int64_t t = x.input_length - 1; t >= 0; --t) {
-    const acc* lp_s = w.lp_states.data() + t * S;
+    const acc* lp_labels = w.lp_labels.data() + t * L;
     if (t == x.input_length - 1) {
-      beta_cur[S - 1] = lp_s[S - 1];
-      if (S > 1) beta_cur[S - 2] = lp_s[S - 2];
+      beta_cur[L] = w.lp_blank[t];
+      if (L > 0) beta_cur[L + 1 + L - 1] = lp_labels[L - 1];
     } else {
-      beta_row(beta_next, w.skip_out.data(), lp_s, beta_cur, S);
+      beta_step(beta_next, beta_cur, w.lp_blank[t], lp_labels, w.skip_out.data(), L);
     }
-    state_posteriors(w.alpha.data() + t * width + kPad, beta_cur, lp_s, nll, gamma, S);
-    for (int64_t s = 0; s < S; ++s) posterior[cls[s]] += gamma[s];
-    gradient_row<scalar_t>(lp + t * time_stride, posterior, scale, grad + t * grad_stride, C);
-    for (int64_t s = 0; s < S; ++s) posterior[cls[s]] = acc(0);
+    const acc blank = posteriors(w.alpha.data() + t * width, beta_cur, w.lp_blank[t], lp_labels,
+                                 nll, w.label_posterior.data(), L);
+    for (int64_t k = 0; k < L; ++k) posterior[label_class[k]] += w.label_posterior[k];
+    posterior[o.blank] = blank;
+    gradient_row<scalar_t>(lp + t * o.log_probs.stride(0), posterior, scale, grad + t * N * C, C);
+    for (int64_t k = 0; k < L; ++k) posterior[label_class[k]] = acc(0);
+    posterior[o.blank] = acc(0);
     std::swap(beta_cur, beta_next);
   }
 }
@@ -156,45 +194,43 @@ void gradient(const CtcOperands& o, const Sample& x, acc_t<scalar_t> nll, acc_t<
 template <typename scalar_t>
 void run_sample(const CtcOperands& o, const Sample& x, Scratch<acc_t<scalar_t>>& w) {
   using acc = acc_t<scalar_t>;
-  const int64_t S = x.states;
-  w.state_class.resize(S);
-  w.skip_in.resize(S);
-  w.skip_out.resize(S);
-  for (int64_t s = 0; s < S; ++s) {
-    w.state_class[s] = static_cast<int32_t>(ctc::state_class(x.labels, s, o.blank));
-    w.skip_in[s] = ctc::may_skip_into(x.labels, s) ? acc(0) : negative_infinity<acc>();
+  const int64_t T = o.log_probs.size(0), N = o.log_probs.size(1), C = o.log_probs.size(2);
+  const int64_t L = x.target_length;
+  w.label_class.resize(L);
+  w.skip_in.resize(L);
+  w.skip_out.resize(L);
+  for (int64_t k = 0; k < L; ++k) {
+    w.label_class[k] = static_cast<int32_t>(x.labels[k]);
+    w.skip_in[k] = ctc::may_skip_into(x.labels, 2 * k + 1) ? acc(0) : negative_infinity<acc>();
   }
-  for (int64_t s = 0; s < S; ++s) {
-    w.skip_out[s] = s + 2 < S ? w.skip_in[s + 2] : negative_infinity<acc>();
+  for (int64_t k = 0; k < L; ++k) {
+    w.skip_out[k] = k + 1 < L ? w.skip_in[k + 1] : negative_infinity<acc>();
   }
-  w.alpha.resize(x.input_length * (kPad + S));
-  w.lp_states.resize(x.input_length * S);
-  w.beta.resize(2 * (S + kPad));
-  w.gamma.resize(S);
+  w.alpha.resize(x.input_length * (2 * L + 2));
+  w.lp_blank.resize(x.input_length);
+  w.lp_labels.resize(x.input_length * L);
+  w.beta.resize(2 * (2 * L + 2));
+  w.label_posterior.resize(L);
 
   const scalar_t* lp = o.log_probs.const_data_ptr<scalar_t>() + x.n * o.log_probs.stride(1);
-  acc nll = ctc::nll_without_time_steps<acc>(x.target_length);
-  if (x.input_length > 0) {
-    alpha_rows(lp, o.log_probs.stride(0), x, w);
-    nll = ctc::nll_from_last_alphas(w.alpha.data() + (x.input_length - 1) * (kPad + S) + kPad,
-                                    x.target_length);
-  }
-  const bool zeroed = o.zero_infinity && nll == std::numeric_limits<acc>::infinity();
-  if (zeroed) nll = acc(0);
-  const int64_t N = o.log_probs.size(1);
-  const acc per_target = o.mean ? acc(1) / static_cast<acc>(std::max<int64_t>(x.target_length, 1))
-                                : acc(1);
-  o.nll.mutable_data_ptr<acc>()[x.n] = nll;
+  acc nll = ctc::nll_without_time_steps<acc>(L);
+  if (x.input_length > 0) nll = alpha_rows(lp, o.log_probs.stride(0), o.blank, x, w);
+  const bool infinite = nll == std::numeric_limits<acc>::infinity();
+  const acc per_target = o.mean ? acc(1) / static_cast<acc>(std::max<int64_t>(L, 1)) : acc(1);
+  const acc loss = infinite && o.zero_infinity ? acc(0) : nll;
+  o.nll.mutable_data_ptr<acc>()[x.n] = loss;
   o.loss_terms.mutable_data_ptr<acc>()[x.n] =
-      o.mean ? nll * per_target / static_cast<acc>(N) : nll;
+      o.mean ? loss * per_target / static_cast<acc>(N) : loss;
   if (!o.grad.defined()) return;
-  if (zeroed) {
-    scalar_t* grad = o.grad.mutable_data_ptr<scalar_t>() + x.n * o.log_probs.size(2);
-    fill_rows(grad, N * o.log_probs.size(2), 0, o.log_probs.size(0), o.log_probs.size(2),
-              scalar_t(0));
+  scalar_t* grad = o.grad.mutable_data_ptr<scalar_t>() + x.n * C;
+  fill_rows(grad, N * C, x.input_length, T, C, scalar_t(0));
+  if (infinite) {
+    // No alignment: torch's gradient is 0 with zero_infinity, else NaN (from inf - inf).
+    const scalar_t value = o.zero_infinity ? scalar_t(0) : std::numeric_limits<scalar_t>::quiet_NaN();
+    fill_rows(grad, N * C, 0, x.input_length, C, value);
     return;
   }
-  gradient<scalar_t>(o, x, nll, per_target * static_cast<acc>(o.gradient_scale), w);
+  gradient_rows<scalar_t>(o, x, nll, per_target * static_cast<acc>(o.gradient_scale), w);
 }
 
 }  // namespace
@@ -217,8 +253,7 @@ void ctc_kernel(const CtcOperands& o) {
           Scratch<acc> scratch;
           if (o.grad.defined()) scratch.posterior.assign(C, acc(0));
           for (int64_t n = begin; n < end; ++n) {
-            const Sample x{n, input_lengths[n], target_lengths[n], 2 * target_lengths[n] + 1,
-                           targets + offsets[n]};
+            const Sample x{n, input_lengths[n], target_lengths[n], targets + offsets[n]};
             run_sample<scalar_t>(o, x, scratch);
           }
         });

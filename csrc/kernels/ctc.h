@@ -29,19 +29,24 @@ C10_HOST_DEVICE inline T negative_infinity() {
   return -std::numeric_limits<T>::infinity();
 }
 
-// log(e^a + e^b + e^c), -inf when all three are -inf (not NaN from -inf - -inf).
+// log(e^a + e^b + e^c) as m + log(1 + e^(mid - m) + e^(low - m)), m the largest: two exps, not
+// three. -inf when all three are -inf; NaN when any is NaN (the min/max network would drop it).
 template <typename T>
 C10_HOST_DEVICE inline T log_add3(T a, T b, T c) {
-  T m = a > b ? a : b;
-  m = m > c ? m : c;
-  const T shift = m == negative_infinity<T>() ? T(0) : m;
-  return shift + formulas::log_of(formulas::exp_of(a - shift) + formulas::exp_of(b - shift) +
-                                  formulas::exp_of(c - shift));
+  const T high = a > b ? a : b, low = a > b ? b : a;
+  const T m = high > c ? high : c, mid = high > c ? c : high;
+  const T sum = m + formulas::log_of(T(1) + formulas::exp_of(mid - m) + formulas::exp_of(low - m));
+  const bool any_nan = a != a || b != b || c != c;
+  return any_nan ? a + b + c : (m == negative_infinity<T>() ? m : sum);
 }
 
+// log(e^a + e^b) = max + log1p(e^-|a - b|), with log_add3's -inf and NaN rules.
 template <typename T>
 C10_HOST_DEVICE inline T log_add(T a, T b) {
-  return log_add3(a, b, negative_infinity<T>());
+  const T m = a > b ? a : b, other = a > b ? b : a;
+  const T sum = m + formulas::log1p_of(formulas::exp_of(other - m));
+  const bool any_nan = a != a || b != b;
+  return any_nan ? a + b : (m == negative_infinity<T>() ? m : sum);
 }
 
 // The class of state s of the extended target (labels: the sample's L labels).

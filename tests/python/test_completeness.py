@@ -43,6 +43,7 @@ FRONT_ENDS = {
     "multi_margin_loss": ("MultiMarginLoss", "MultiMarginLoss", torch.nn.MultiMarginLoss),
     "multilabel_margin_loss": ("MultiLabelMarginLoss", "MultiLabelMarginLoss",
                                torch.nn.MultiLabelMarginLoss),
+    "ctc_loss": ("CTCLoss", "CTCLoss", torch.nn.CTCLoss),
     # torch's LinearCrossEntropyLoss exists from torch 2.13 (None before: nothing to swap).
     "linear_cross_entropy": ("LinearCrossEntropyLoss", "LinearCrossEntropyLoss",
                              getattr(torch.nn, "LinearCrossEntropyLoss", None)),
@@ -62,12 +63,13 @@ NOT_LOSSES = {
 # Losses tested in their own module rather than in the shared tables.
 OWN_TEST_MODULE = {
     "linear_cross_entropy": "test_linear_cross_entropy.py (its call takes a weight matrix)",
+    "ctc_loss": "test_ctc_loss.py (its call takes targets and lengths)",
 }
 TEST_MODULES = ["test_regression_losses", "test_binary_losses", "test_multiclass_losses",
                 "test_embedding_losses", "test_multilabel_margin", "test_distillation",
                 "test_bad_input_and_edges"]
 # torch.nn losses with no fusedloss drop-in, with the reason.
-NOT_SWAPPED = {"CTCLoss": "CTC is its own issue; not fused yet"}
+NOT_SWAPPED = {}
 
 
 def public_ops():
