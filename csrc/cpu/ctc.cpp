@@ -39,20 +39,43 @@ using formulas::exp_of;
 //           Lb_t(k) = lp_t(l_k) + lse(Lb_{t-1}(k), B_{t-1}(k), [l_k != l_{k-1}] Lb_{t-1}(k - 1))
 //   beta:   B_t(k) = lp_t(blank) + lse(B_{t+1}(k), Lb_{t+1}(k))
 //           Lb_t(k) = lp_t(l_k) + lse(Lb_{t+1}(k), B_{t+1}(k + 1), [l_{k+1} != l_k] Lb_{t+1}(k + 1))
-// A row is [B_0 .. B_L | -inf | Lb_0 .. Lb_{L-1}] for alpha (the -inf is Lb(-1)) and
-// [B_0 .. B_L | Lb_0 .. Lb_{L-1} | -inf] for beta (the -inf is Lb(L)).
+// Both arrays have W lanes, L + 1 rounded up to a multiple of 8: the loops then run whole vectors
+// and never fall into a scalar remainder (a scalar exp or log costs as much as a vector one).
+// The extra lanes stay -inf: their log-probability is -inf, and so is every cell they read.
+// An alpha row is [B (W) | -inf | Lb (W)] (the -inf is Lb(-1)); a beta row [B (W) | Lb (W) | -inf].
+
+constexpr int64_t kLanes = 8;
+
+// ctc::kExponentFloor as a value the compiler cannot constant-fold (see kernels/ctc.h).
+template <typename acc>
+inline acc opaque_floor() {
+  acc floor = ctc::kExponentFloor<acc>;
+  __asm__("" : "+x"(floor));
+  return floor;
+}
+
+struct Layout {
+  int64_t L, W;
+  explicit Layout(int64_t target_length)
+      : L(target_length), W((target_length + kLanes) / kLanes * kLanes) {}
+  int64_t alpha_width() const { return 2 * W + 1; }
+  int64_t alpha_labels() const { return W + 1; }  // offset of Lb in an alpha row
+  int64_t beta_width() const { return 2 * W + kLanes; }
+  int64_t beta_labels() const { return W; }
+};
 
 // A thread's scratch, reused by its samples.
 template <typename acc>
 struct Scratch {
   std::vector<int32_t> label_class;  // (L) the class of each label
-  std::vector<acc> skip_in;          // (L) 0 where Lb(k) may be entered from Lb(k - 1), else -inf
-  std::vector<acc> skip_out;         // (L) 0 where Lb(k) may go on to Lb(k + 1), else -inf
-  std::vector<acc> alpha;            // T_n rows of 2L + 2
+  std::vector<acc> skip_in;          // (W) 0 where Lb(k) may be entered from Lb(k - 1), else -inf
+  std::vector<acc> skip_out;         // (W) 0 where Lb(k) may go on to Lb(k + 1), else -inf
+  std::vector<acc> alpha;            // T_n alpha rows
   std::vector<acc> lp_blank;         // (T_n) lp_t(blank)
-  std::vector<acc> lp_labels;        // T_n rows of L: lp_t(l_k)
-  std::vector<acc> beta;             // 2 rows of 2L + 2
-  std::vector<acc> label_posterior;  // (L) at one t
+  std::vector<acc> lp_labels;        // T_n rows of W: lp_t(l_k), -inf past L
+  std::vector<acc> beta;             // 2 beta rows
+  std::vector<acc> blank_posterior;  // (W) at one t
+  std::vector<acc> label_posterior;  // (W) at one t
   std::vector<acc> posterior;        // (C) per class at one t; zero between time steps
 };
 
@@ -64,48 +87,55 @@ struct Sample {
 
 template <typename acc>
 FUSEDLOSS_CPU_CLONES void alpha_step(const acc* prev, acc* cur, acc lp_blank, const acc* lp_labels,
-                                     const acc* skip_in, int64_t L) {
-  const acc* prev_labels = prev + L + 2;
-  acc* cur_labels = cur + L + 2;
+                                     const acc* skip_in, const Layout& g) {
+  const acc* prev_labels = prev + g.alpha_labels();
+  acc* cur_labels = cur + g.alpha_labels();
+  const int64_t W = g.W;
+  const acc floor = opaque_floor<acc>();
 #pragma omp simd
-  for (int64_t k = 0; k <= L; ++k) cur[k] = lp_blank + log_add(prev[k], prev_labels[k - 1]);
+  for (int64_t k = 0; k < W; ++k) cur[k] = lp_blank + log_add(prev[k], prev_labels[k - 1], floor);
 #pragma omp simd
-  for (int64_t k = 0; k < L; ++k) {
+  for (int64_t k = 0; k < W; ++k) {
     cur_labels[k] = lp_labels[k] + log_add3(prev_labels[k], prev[k],
-                                            prev_labels[k - 1] + skip_in[k]);
+                                            prev_labels[k - 1] + skip_in[k], floor);
   }
 }
 
 template <typename acc>
 FUSEDLOSS_CPU_CLONES void beta_step(const acc* next, acc* cur, acc lp_blank, const acc* lp_labels,
-                                    const acc* skip_out, int64_t L) {
-  const acc* next_labels = next + L + 1;
-  acc* cur_labels = cur + L + 1;
+                                    const acc* skip_out, const Layout& g) {
+  const acc* next_labels = next + g.beta_labels();
+  acc* cur_labels = cur + g.beta_labels();
+  const int64_t W = g.W;
+  const acc floor = opaque_floor<acc>();
 #pragma omp simd
-  for (int64_t k = 0; k <= L; ++k) cur[k] = lp_blank + log_add(next[k], next_labels[k]);
+  for (int64_t k = 0; k < W; ++k) cur[k] = lp_blank + log_add(next[k], next_labels[k], floor);
 #pragma omp simd
-  for (int64_t k = 0; k < L; ++k) {
+  for (int64_t k = 0; k < W; ++k) {
     cur_labels[k] = lp_labels[k] + log_add3(next_labels[k], next[k + 1],
-                                            next_labels[k + 1] + skip_out[k]);
+                                            next_labels[k + 1] + skip_out[k], floor);
   }
 }
 
-// The posteriors of time step t: the blank states' total (returned) and each label state's.
+// The posteriors of time step t: each blank state's and each label state's.
 template <typename acc>
-FUSEDLOSS_CPU_CLONES acc posteriors(const acc* alpha, const acc* beta, acc lp_blank,
-                                    const acc* lp_labels, acc nll, acc* label_posterior,
-                                    int64_t L) {
-  acc blank = 0;
+FUSEDLOSS_CPU_CLONES void posteriors(const acc* alpha, const acc* beta, acc lp_blank,
+                                     const acc* lp_labels, acc nll, acc* blank_posterior,
+                                     acc* label_posterior, const Layout& g) {
   const acc blank_shift = nll - lp_blank;
-#pragma omp simd reduction(+ : blank)
-  for (int64_t k = 0; k <= L; ++k) blank += exp_of(alpha[k] + beta[k] + blank_shift);
-  const acc* alpha_labels = alpha + L + 2;
-  const acc* beta_labels = beta + L + 1;
+  const int64_t W = g.W;
+  const acc floor = opaque_floor<acc>();
 #pragma omp simd
-  for (int64_t k = 0; k < L; ++k) {
-    label_posterior[k] = exp_of(alpha_labels[k] + beta_labels[k] + nll - lp_labels[k]);
+  for (int64_t k = 0; k < W; ++k) {
+    blank_posterior[k] = ctc::posterior_of(alpha[k] + beta[k] + blank_shift, floor);
   }
-  return blank;
+  const acc* alpha_labels = alpha + g.alpha_labels();
+  const acc* beta_labels = beta + g.beta_labels();
+#pragma omp simd
+  for (int64_t k = 0; k < W; ++k) {  // lanes past L: 0, never read
+    label_posterior[k] =
+        ctc::posterior_of(alpha_labels[k] + beta_labels[k] + nll - lp_labels[k], floor);
+  }
 }
 
 // The gradient row of one time step: (exp(lp_t(c)) - posterior(c)) * scale.
@@ -128,26 +158,32 @@ FUSEDLOSS_CPU_CLONES void gather_labels(const scalar_t* lp_row, const int32_t* l
 // Forward: the alpha rows of every time step; returns the loss.
 template <typename scalar_t>
 acc_t<scalar_t> alpha_rows(const scalar_t* lp, int64_t time_stride, int64_t blank,
-                           const Sample& x, Scratch<acc_t<scalar_t>>& w) {
+                           const Sample& x, const Layout& g, Scratch<acc_t<scalar_t>>& w) {
   using acc = acc_t<scalar_t>;
-  const int64_t L = x.target_length, width = 2 * L + 2;
+  const int64_t width = g.alpha_width(), L = g.L;
+  std::fill(w.alpha.begin(), w.alpha.begin() + width, negative_infinity<acc>());
+  constexpr int64_t kAhead = 4;  // time steps: the gathers of one row miss the cache
   for (int64_t t = 0; t < x.input_length; ++t) {
     const scalar_t* row = lp + t * time_stride;
-    acc* lp_labels = w.lp_labels.data() + t * L;
+    if (t + kAhead < x.input_length) {
+      const scalar_t* ahead = row + kAhead * time_stride;
+      for (int64_t k = 0; k < L; ++k) __builtin_prefetch(ahead + w.label_class[k]);
+      __builtin_prefetch(ahead + blank);
+    }
+    acc* lp_labels = w.lp_labels.data() + t * g.W;
     gather_labels(row, w.label_class.data(), lp_labels, L);
     w.lp_blank[t] = load_as_acc(row[blank]);
     acc* cur = w.alpha.data() + t * width;
-    cur[L + 1] = negative_infinity<acc>();
+    cur[g.alpha_labels() - 1] = negative_infinity<acc>();
     if (t == 0) {
-      std::fill(cur, cur + width, negative_infinity<acc>());
       cur[0] = w.lp_blank[0];
-      if (L > 0) cur[L + 2] = lp_labels[0];
+      if (L > 0) cur[g.alpha_labels()] = lp_labels[0];
     } else {
-      alpha_step(cur - width, cur, w.lp_blank[t], lp_labels, w.skip_in.data(), L);
+      alpha_step(cur - width, cur, w.lp_blank[t], lp_labels, w.skip_in.data(), g);
     }
   }
   const acc* last = w.alpha.data() + (x.input_length - 1) * width;
-  return L == 0 ? -last[0] : -ctc::log_add(last[L], last[L + 2 + L - 1]);
+  return L == 0 ? -last[0] : -log_add(last[L], last[g.alpha_labels() + L - 1]);
 }
 
 template <typename scalar_t>
@@ -160,11 +196,11 @@ void fill_rows(scalar_t* grad, int64_t row_stride, int64_t first, int64_t last, 
 
 // Backward in time: beta, the posteriors and the gradient rows of t < T_n.
 template <typename scalar_t>
-void gradient_rows(const CtcOperands& o, const Sample& x, acc_t<scalar_t> nll,
+void gradient_rows(const CtcOperands& o, const Sample& x, const Layout& g, acc_t<scalar_t> nll,
                    acc_t<scalar_t> scale, Scratch<acc_t<scalar_t>>& w) {
   using acc = acc_t<scalar_t>;
   const int64_t N = o.log_probs.size(1), C = o.log_probs.size(2);
-  const int64_t L = x.target_length, width = 2 * L + 2;
+  const int64_t L = g.L, width = g.beta_width();
   const scalar_t* lp = o.log_probs.const_data_ptr<scalar_t>() + x.n * o.log_probs.stride(1);
   scalar_t* grad = o.grad.mutable_data_ptr<scalar_t>() + x.n * C;
   acc* beta_cur = w.beta.data();
@@ -173,15 +209,17 @@ void gradient_rows(const CtcOperands& o, const Sample& x, acc_t<scalar_t> nll,
   const int32_t* label_class = w.label_class.data();
   acc* posterior = w.posterior.data();
   for (int64_t t = x.input_length - 1; t >= 0; --t) {
-    const acc* lp_labels = w.lp_labels.data() + t * L;
+    const acc* lp_labels = w.lp_labels.data() + t * g.W;
     if (t == x.input_length - 1) {
       beta_cur[L] = w.lp_blank[t];
-      if (L > 0) beta_cur[L + 1 + L - 1] = lp_labels[L - 1];
+      if (L > 0) beta_cur[g.beta_labels() + L - 1] = lp_labels[L - 1];
     } else {
-      beta_step(beta_next, beta_cur, w.lp_blank[t], lp_labels, w.skip_out.data(), L);
+      beta_step(beta_next, beta_cur, w.lp_blank[t], lp_labels, w.skip_out.data(), g);
     }
-    const acc blank = posteriors(w.alpha.data() + t * width, beta_cur, w.lp_blank[t], lp_labels,
-                                 nll, w.label_posterior.data(), L);
+    posteriors(w.alpha.data() + t * g.alpha_width(), beta_cur, w.lp_blank[t], lp_labels, nll,
+               w.blank_posterior.data(), w.label_posterior.data(), g);
+    acc blank = 0;  // in state order: a plain loop is not reordered
+    for (int64_t k = 0; k <= L; ++k) blank += w.blank_posterior[k];
     for (int64_t k = 0; k < L; ++k) posterior[label_class[k]] += w.label_posterior[k];
     posterior[o.blank] = blank;
     gradient_row<scalar_t>(lp + t * o.log_probs.stride(0), posterior, scale, grad + t * N * C, C);
@@ -195,27 +233,29 @@ template <typename scalar_t>
 void run_sample(const CtcOperands& o, const Sample& x, Scratch<acc_t<scalar_t>>& w) {
   using acc = acc_t<scalar_t>;
   const int64_t T = o.log_probs.size(0), N = o.log_probs.size(1), C = o.log_probs.size(2);
-  const int64_t L = x.target_length;
+  const Layout g(x.target_length);
+  const int64_t L = g.L;
+  const acc minus_inf = negative_infinity<acc>();
   w.label_class.resize(L);
-  w.skip_in.resize(L);
-  w.skip_out.resize(L);
+  w.skip_in.assign(g.W, minus_inf);
+  w.skip_out.assign(g.W, minus_inf);
   for (int64_t k = 0; k < L; ++k) {
     w.label_class[k] = static_cast<int32_t>(x.labels[k]);
-    w.skip_in[k] = ctc::may_skip_into(x.labels, 2 * k + 1) ? acc(0) : negative_infinity<acc>();
+    if (ctc::may_skip_into(x.labels, 2 * k + 1)) w.skip_in[k] = acc(0);
   }
-  for (int64_t k = 0; k < L; ++k) {
-    w.skip_out[k] = k + 1 < L ? w.skip_in[k + 1] : negative_infinity<acc>();
-  }
-  w.alpha.resize(x.input_length * (2 * L + 2));
+  for (int64_t k = 0; k + 1 < L; ++k) w.skip_out[k] = w.skip_in[k + 1];
+  w.alpha.resize(std::max<int64_t>(x.input_length, 1) * g.alpha_width());
   w.lp_blank.resize(x.input_length);
-  w.lp_labels.resize(x.input_length * L);
-  w.beta.resize(2 * (2 * L + 2));
-  w.label_posterior.resize(L);
+  w.lp_labels.assign(x.input_length * g.W, minus_inf);
+  w.beta.resize(2 * g.beta_width());
+  w.blank_posterior.resize(g.W);
+  w.label_posterior.resize(g.W);
 
   const scalar_t* lp = o.log_probs.const_data_ptr<scalar_t>() + x.n * o.log_probs.stride(1);
   acc nll = ctc::nll_without_time_steps<acc>(L);
-  if (x.input_length > 0) nll = alpha_rows(lp, o.log_probs.stride(0), o.blank, x, w);
+  if (x.input_length > 0) nll = alpha_rows(lp, o.log_probs.stride(0), o.blank, x, g, w);
   const bool infinite = nll == std::numeric_limits<acc>::infinity();
+  const bool not_a_number = nll != nll;
   const acc per_target = o.mean ? acc(1) / static_cast<acc>(std::max<int64_t>(L, 1)) : acc(1);
   const acc loss = infinite && o.zero_infinity ? acc(0) : nll;
   o.nll.mutable_data_ptr<acc>()[x.n] = loss;
@@ -224,13 +264,15 @@ void run_sample(const CtcOperands& o, const Sample& x, Scratch<acc_t<scalar_t>>&
   if (!o.grad.defined()) return;
   scalar_t* grad = o.grad.mutable_data_ptr<scalar_t>() + x.n * C;
   fill_rows(grad, N * C, x.input_length, T, C, scalar_t(0));
-  if (infinite) {
-    // No alignment: torch's gradient is 0 with zero_infinity, else NaN (from inf - inf).
-    const scalar_t value = o.zero_infinity ? scalar_t(0) : std::numeric_limits<scalar_t>::quiet_NaN();
+  if (infinite || not_a_number) {
+    // No alignment: torch's gradient is 0 with zero_infinity, else NaN (from inf - inf); a NaN
+    // loss (NaN log-probabilities) has a NaN gradient.
+    const scalar_t value = infinite && o.zero_infinity ? scalar_t(0)
+                                                       : std::numeric_limits<scalar_t>::quiet_NaN();
     fill_rows(grad, N * C, 0, x.input_length, C, value);
     return;
   }
-  gradient_rows<scalar_t>(o, x, nll, per_target * static_cast<acc>(o.gradient_scale), w);
+  gradient_rows<scalar_t>(o, x, g, nll, per_target * static_cast<acc>(o.gradient_scale), w);
 }
 
 }  // namespace

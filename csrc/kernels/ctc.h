@@ -29,24 +29,46 @@ C10_HOST_DEVICE inline T negative_infinity() {
   return -std::numeric_limits<T>::infinity();
 }
 
+// The exponent below which a term of a log-sum is dropped: e^-80 (1.8e-35) vanishes next to the
+// largest term, 1, in float and in double. Clamping keeps -inf and NaN away from exp, whose
+// vectorized forms (libmvec) handle such lanes on a slow scalar path. The CPU engine passes the
+// floor as a value the compiler cannot see: with a constant it folds exp(floor) and moves the
+// select after the exp, handing -inf to exp after all.
+template <typename T>
+constexpr T kExponentFloor = T(-80);
+
+template <typename T>
+C10_HOST_DEVICE inline T clamped_exponent(T d, T floor) {
+  return d > floor ? d : floor;
+}
+
 // log(e^a + e^b + e^c) as m + log(1 + e^(mid - m) + e^(low - m)), m the largest: two exps, not
 // three. -inf when all three are -inf; NaN when any is NaN (the min/max network would drop it).
 template <typename T>
-C10_HOST_DEVICE inline T log_add3(T a, T b, T c) {
+C10_HOST_DEVICE inline T log_add3(T a, T b, T c, T floor = kExponentFloor<T>) {
   const T high = a > b ? a : b, low = a > b ? b : a;
   const T m = high > c ? high : c, mid = high > c ? c : high;
-  const T sum = m + formulas::log_of(T(1) + formulas::exp_of(mid - m) + formulas::exp_of(low - m));
+  const T sum = m + formulas::log_of(T(1) + formulas::exp_of(clamped_exponent(mid - m, floor)) +
+                                     formulas::exp_of(clamped_exponent(low - m, floor)));
   const bool any_nan = a != a || b != b || c != c;
   return any_nan ? a + b + c : (m == negative_infinity<T>() ? m : sum);
 }
 
 // log(e^a + e^b) = max + log1p(e^-|a - b|), with log_add3's -inf and NaN rules.
 template <typename T>
-C10_HOST_DEVICE inline T log_add(T a, T b) {
+C10_HOST_DEVICE inline T log_add(T a, T b, T floor = kExponentFloor<T>) {
   const T m = a > b ? a : b, other = a > b ? b : a;
-  const T sum = m + formulas::log1p_of(formulas::exp_of(other - m));
+  const T sum = m + formulas::log1p_of(formulas::exp_of(clamped_exponent(other - m, floor)));
   const bool any_nan = a != a || b != b;
   return any_nan ? a + b : (m == negative_infinity<T>() ? m : sum);
+}
+
+// e^x for a log-posterior x, at least e^floor (1.8e-35: nothing next to the posteriors that
+// matter; also for the NaN of -inf - -inf in a padding lane: a sample whose loss is NaN has its
+// gradient set apart).
+template <typename T>
+C10_HOST_DEVICE inline T posterior_of(T x, T floor = kExponentFloor<T>) {
+  return formulas::exp_of(clamped_exponent(x, floor));
 }
 
 // The class of state s of the extended target (labels: the sample's L labels).
