@@ -2,8 +2,8 @@
 // a torch::nn loss and once with its fusedloss::nn drop-in, from the same initial weights, and
 // prints both losses per epoch — for regression (MSELoss), imbalanced binary classification
 // (BCEWithLogitsLoss with pos_weight) and 4-class classification (CrossEntropyLoss with label
-// smoothing) — then evaluates the fused models with fusedloss::metrics. The runs must agree: the
-// exit status is non-zero if they drift apart.
+// smoothing), and a frame classifier on sequences with CTCLoss — then evaluates the fused models
+// with fusedloss::metrics. The runs must agree: the exit status is non-zero if they drift apart.
 
 #include <fusedloss/fusedloss.h>
 #include <torch/torch.h>
@@ -57,6 +57,56 @@ std::pair<double, torch::nn::Sequential> train_side_by_side(const char* title,
   return {worst, fused_model};
 }
 
+// Sequences of 4-feature frames whose labels (1..4) come in runs, with noise frames (the blank,
+// 0) between; a per-frame linear classifier trained with CTC, torch::nn::CTCLoss against
+// fusedloss::nn::CTCLoss from the same weights. Returns the largest relative loss difference.
+double train_ctc_side_by_side() {
+  const int64_t T = 24, N = 16;
+  const auto label = torch::randint(1, 5, {N, 6}, torch::kLong);
+  auto frames = 0.5 * torch::randn({T, N, 4});
+  auto target_lengths = torch::zeros({N}, torch::kLong);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t length = 3 + n % 4;
+    target_lengths[n] = length;
+    for (int64_t k = 0; k < length; ++k) {  // label k on frames 3k+1 and 3k+2
+      frames.index_put_({torch::indexing::Slice(3 * k + 1, 3 * k + 3), n,
+                         label[n][k].item<int64_t>() - 1},
+                        2.0);
+    }
+  }
+  const auto input_lengths = torch::full({N}, T, torch::kLong);
+  auto reference_model = torch::nn::Linear(4, 5);
+  auto fused_model = torch::nn::Linear(4, 5);
+  {
+    torch::NoGradGuard no_grad;
+    fused_model->weight.copy_(reference_model->weight);
+    fused_model->bias.copy_(reference_model->bias);
+  }
+  torch::optim::SGD reference_opt(reference_model->parameters(), 0.1);
+  torch::optim::SGD fused_opt(fused_model->parameters(), 0.1);
+  torch::nn::CTCLoss reference;
+  fusedloss::nn::CTCLoss fused;
+  std::printf("\nsequences, CTCLoss\n%5s %16s %16s\n", "epoch", "torch::nn", "fusedloss::nn");
+  double worst = 0;
+  for (int epoch = 1; epoch <= 30; ++epoch) {
+    reference_opt.zero_grad();
+    fused_opt.zero_grad();
+    auto a = reference(reference_model->forward(frames).log_softmax(2), label, input_lengths,
+                       target_lengths);
+    auto b = fused(fused_model->forward(frames).log_softmax(2), label, input_lengths,
+                   target_lengths);
+    a.backward();
+    b.backward();
+    reference_opt.step();
+    fused_opt.step();
+    const double va = a.item<double>(), vb = b.item<double>();
+    worst = std::max(worst, std::abs(va - vb) / std::max(1e-12, std::abs(va)));
+    if (epoch % 5 == 0 || epoch == 1) std::printf("%5d %16.6f %16.6f\n", epoch, va, vb);
+  }
+  std::printf("largest relative difference: %.3g\n", worst);
+  return worst;
+}
+
 }  // namespace
 
 int main() {
@@ -89,6 +139,8 @@ int main() {
       "4 classes, CrossEntropyLoss(label_smoothing=0.1)", x, classes,
       torch::nn::CrossEntropyLoss(smoothing), fusedloss::nn::CrossEntropyLoss(smoothing), 4);
 
+  const double ctc_gap = train_ctc_side_by_side();
+
   {
     torch::NoGradGuard no_grad;
     namespace metrics = fusedloss::metrics;
@@ -110,7 +162,7 @@ int main() {
                 four.compute("accuracy").item<double>(), four.compute("f1").item<double>());
   }
 
-  if (std::max({regression_gap, classification_gap, multiclass_gap}) > 1e-4) {
+  if (std::max({regression_gap, classification_gap, multiclass_gap, ctc_gap}) > 1e-4) {
     std::printf("FAILED: the runs disagree\n");
     return 1;
   }

@@ -1,4 +1,4 @@
-// The multi-class losses through the C++ API (functional and modules) against LibTorch's own:
+// The multi-class and sequence losses through the C++ API (functional and modules) against LibTorch's own:
 // values and gradients on the CPU and, when one is present, CUDA; the extras; bad targets.
 
 #include <fusedloss/fusedloss.h>
@@ -242,4 +242,48 @@ TEST(MulticlassLosses, JensenShannonForwardKLIsLibTorchKLDiv) {
     loss_ref.backward();
     expect_close(student.grad(), student_ref.grad(), "jensen_shannon_divergence grad" + on);
   }
+}
+
+TEST(MulticlassLosses, CtcMatchesLibTorch) {
+  for (const auto& device : devices()) {
+    torch::manual_seed(8);
+    const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    const auto log_probs = torch::randn({12, 3, 5}, options).log_softmax(2);
+    // Sample 0 repeats a label (a blank must separate them), sample 2 has an empty target.
+    const auto padded = torch::tensor({{2, 2, 3}, {1, 4, 0}, {0, 0, 0}}, options.dtype(torch::kLong));
+    const auto flat = torch::tensor({2, 2, 3, 1, 4}, options.dtype(torch::kLong));
+    const auto input_lengths = torch::tensor({12, 9, 4}, torch::kLong);
+    const auto target_lengths = torch::tensor({3, 2, 0}, torch::kLong);
+    const std::string on = " on " + device.str();
+    for (const auto& targets : {padded, flat}) {
+      for (const auto& reduction : std::vector<torch::nn::CTCLossOptions::reduction_t>{
+               torch::kNone, torch::kMean, torch::kSum}) {
+        auto x = log_probs.clone().requires_grad_();
+        auto x_ref = log_probs.clone().requires_grad_();
+        const auto opts = torch::nn::CTCLossOptions().reduction(reduction).zero_infinity(true);
+        auto loss = fusedloss::functional::ctc_loss(x, targets, input_lengths, target_lengths, opts);
+        auto loss_ref = F::ctc_loss(x_ref, targets, input_lengths, target_lengths, opts);
+        const std::string what = "ctc_loss, " + std::to_string(targets.dim()) + "-D targets" + on;
+        expect_close(loss, loss_ref, what);
+        loss.sum().backward();
+        loss_ref.sum().backward();
+        expect_close(x.grad(), x_ref.grad(), what + " grad");
+      }
+    }
+    fusedloss::nn::CTCLoss module(torch::nn::CTCLossOptions().blank(0));
+    expect_close(module(log_probs, padded, input_lengths, target_lengths),
+                 F::ctc_loss(log_probs, padded, input_lengths, target_lengths), "CTCLoss" + on);
+  }
+}
+
+TEST(MulticlassLosses, CtcRefusesBadLabels) {
+  const auto log_probs = torch::randn({6, 2, 4}).log_softmax(2);
+  const auto lengths = torch::tensor({6, 6}, torch::kLong);
+  const auto two = torch::tensor({2, 2}, torch::kLong);
+  EXPECT_THROW(fusedloss::functional::ctc_loss(log_probs, torch::tensor({{1, 4}, {1, 2}}),
+                                               lengths, two),
+               c10::IndexError);
+  EXPECT_THROW(fusedloss::functional::ctc_loss(log_probs, torch::tensor({{1, 2}, {0, 2}}),
+                                               lengths, two),
+               c10::ValueError);
 }
