@@ -5,7 +5,7 @@ one run, against dst.copy_(src) of the same size measured in the run.
                                    [--budget-seconds 420]
 
 Sections: cross entropy (3 shapes, bf16 and fp32), linear cross entropy (N=8192, H=4096,
-V=128256), the first steps of fresh processes, the pointwise losses (64M, 16M). A failing section
+V=128256), the first steps of fresh processes, the pointwise losses (64M, 16M), CTC (two shapes). A failing section
 prints its error and the others run; what the budget does not allow is skipped with a note.
 Writes benchmarks/results/gpu_<section>.md/.csv and a summary table last (gpu_summary.md).
 """
@@ -29,7 +29,7 @@ from common import (MiB, Budget, copy_bytes_per_second, field, free,  # noqa: E4
                     machine_description, measure_steps, ms, peak_mib, ratio, short, synchronize,
                     write_results)
 
-SECTIONS = ["cross_entropy", "linear", "first_steps", "pointwise"]  # run in this order
+SECTIONS = ["cross_entropy", "linear", "first_steps", "pointwise", "ctc"]  # run in this order
 FUSED, EAGER, COMPILE = "fusedloss", "torch eager", "torch.compile"
 three = (FUSED, EAGER, COMPILE)
 compiled = functools.partial(torch.compile, dynamic=False)  # a graph per shape and dtype
@@ -208,6 +208,34 @@ def section_pointwise(args, budget, FL, summary):
                             f"{faster} of {len(shares)} losses"))
         if budget.left() < 15:
             return
+
+
+def section_ctc(args, budget, FL, summary):
+    """float32 log-probabilities (T, N, C) of a log_softmax, padded targets on the device and
+    lengths on the host (as data loaders give them), target lengths in [S/2, S], 'mean'. Peak as
+    for cross entropy."""
+    from bench_ctc import problem
+    shapes = [(20, 4, 10, 5)] if args.smoke else [(500, 32, 80, 100), (1000, 16, 5000, 200)]
+    variants = {FUSED: FL.ctc_loss} if FL else {}
+    variants.update({EAGER: F.ctc_loss, COMPILE: compiled(F.ctc_loss)})
+    for shape in shapes:
+        case = "T x N x C x S = " + "x".join(map(str, shape))
+        if not budget.allows(30, f"ctc {case}"):
+            return
+        inputs = problem(shape, args.device)
+        res = measure_steps(variants, [inputs[0]], lambda fn: fn(*inputs), *args.timing)
+        row = {"case": case, "fusedloss ms": ms(res, FUSED), "torch eager ms": ms(res, EAGER),
+               "torch.compile ms": ms(res, COMPILE), "vs eager": ratio(res, EAGER, FUSED),
+               "vs compile": ratio(res, COMPILE, FUSED),
+               "peak MiB above inputs (fused / eager / compile)": " / ".join(
+                   field(res, k, peak_mib) for k in three),
+               "loss (fused / eager / compile)": " / ".join(
+                   field(res, k, lambda r: f"{r['loss']:.4f}") for k in three)}
+        summary.append(("ctc", case, "fused / eager / compile " + " / ".join(
+            ms(res, k) for k in three) + " ms"))
+        yield row
+        del inputs, res
+        free(args.device)
 
 
 def main():

@@ -101,7 +101,7 @@ def test_every_checked_value_is_deferred(case):
 CASES = ["cross_entropy_mean", "cross_entropy_weighted_smoothed", "cross_entropy_none",
          "cross_entropy_bf16", "mse_mean", "bce_mean", "bce_with_logits_half", "hinge_sum",
          "multi_margin", "nll_mean", "nll_none_bf16", "cosine_embedding", "triplet_margin_swap",
-         "multilabel_margin", "jsd_ignored_rows"]
+         "multilabel_margin", "jsd_ignored_rows", "ctc_mean", "ctc_none_concatenated"]
 
 
 def loss_cases():
@@ -113,6 +113,12 @@ def loss_cases():
     y = torch.randn(64, 1000, device="cuda", generator=g)
     p = torch.rand(64, 1000, device="cuda", generator=g)
     labels = torch.where(p > 0.5, 1.0, -1.0)
+    # CTC on the device end to end (lengths too: lengths on the host are copied each call, which
+    # a captured graph would not repeat): x as (T=16, N=4, C=1000).
+    ctc_targets = torch.randint(1, 1000, (4, 5), device="cuda", generator=g)
+    ctc_input_lengths = torch.tensor([16, 12, 16, 9], device="cuda")
+    ctc_target_lengths = torch.tensor([5, 3, 0, 4], device="cuda")
+    ctc_flat = torch.cat([ctc_targets[0, :5], ctc_targets[1, :3], ctc_targets[3, :4]])
     return {
         "cross_entropy_mean": (lambda v: FL.cross_entropy(v, t), x),
         "cross_entropy_weighted_smoothed": (
@@ -129,6 +135,11 @@ def loss_cases():
         "cosine_embedding": (lambda v: FL.cosine_embedding_loss(v, y, (t > 500).float() * 2 - 1), x),
         "triplet_margin_swap": (lambda v: FL.triplet_margin_loss(v, y, p, swap=True), x),
         "jsd_ignored_rows": (lambda v: FL.jensen_shannon_divergence(v, y, t, beta=0.3, temperature=2.0), x),
+        "ctc_mean": (lambda v: FL.ctc_loss(v.view(16, 4, 1000).log_softmax(2), ctc_targets,
+                                            ctc_input_lengths, ctc_target_lengths), x),
+        "ctc_none_concatenated": (lambda v: FL.ctc_loss(
+            v.view(16, 4, 1000).log_softmax(2), ctc_flat, ctc_input_lengths, ctc_target_lengths,
+            reduction="none", zero_infinity=True).sum(), x),
         "multilabel_margin": (lambda v: FL.multilabel_margin_loss(
             v[:, :100], torch.where(t[:, None] >= 0, t[:, None] % 100, -1).expand(64, 100).contiguous()), x),
     }
