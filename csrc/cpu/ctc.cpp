@@ -50,7 +50,14 @@ constexpr int64_t kLanes = 8;
 template <typename acc>
 inline acc opaque_floor() {
   acc floor = ctc::kExponentFloor<acc>;
-  __asm__("" : "+x"(floor));
+#if defined(__x86_64__) || defined(__i386__)
+  __asm__("" : "+x"(floor));  // "the register may have changed": the value is unknown after
+#elif defined(__aarch64__)
+  __asm__("" : "+w"(floor));
+#else
+  volatile acc unknown = floor;
+  floor = unknown;
+#endif
   return floor;
 }
 

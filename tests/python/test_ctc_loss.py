@@ -282,3 +282,18 @@ def test_ctc_cuda_lengths_on_the_device_checked_there():
     with raises(RuntimeError, match="Expected tensor to have size"):
         FL.ctc_loss(x, flat, il.cuda(), (tl + 1).cuda())
     assert_close(FL.ctc_loss(x, flat, il.cuda(), tl.cuda()).cpu(), F.ctc_loss(x.cpu(), targets, il, tl))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ctc_cuda_bitwise_repeatable():
+    # A block per sample, fixed-order sums, no atomics on floats: the same bits every run.
+    log_probs, targets, il, tl = problem(T=200, N=6, C=300, S=60, seed=9)
+    x = log_probs.float().cuda()
+    results = []
+    for _ in range(3):
+        v = x.clone().requires_grad_()
+        loss = FL.ctc_loss(v, targets.cuda(), il, tl)
+        loss.backward()
+        results.append((loss, v.grad))
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
