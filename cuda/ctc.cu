@@ -36,7 +36,8 @@ struct CtcArgs {
   const scalar_t* log_probs;
   int64_t time_stride, batch_stride, T, N, C;
   const int64_t* targets;
-  int64_t targets_numel, padded_width;  // padded_width 0: concatenated
+  int64_t targets_numel, padded_width;  // padded_width: S of padded (N, S) targets
+  bool concatenated;
   const int64_t* input_lengths;
   const int64_t* target_lengths;
   int64_t blank;
@@ -83,13 +84,19 @@ __global__ void __launch_bounds__(kThreads) ctc_samples(CtcArgs<scalar_t> a) {
   const int64_t input_length = a.input_lengths[n], target_length = a.target_lengths[n];
 
   // Where the sample's labels start, then its checks (each bad value recorded once).
-  int64_t offset = n * a.padded_width;
-  if (a.padded_width == 0) {
-    int64_t before = 0;
-    for (int64_t m = threadIdx.x; m < n; m += kThreads) before += a.target_lengths[m];
+  int64_t offset = n * a.padded_width, bad = 0;
+  if (a.concatenated) {
+    // The labels follow the earlier samples'; a negative earlier length (reported by its own
+    // block) leaves this sample's place unknown: NaN, nothing read.
+    int64_t before = 0, negative_before = 0;
+    for (int64_t m = threadIdx.x; m < n; m += kThreads) {
+      const int64_t length = a.target_lengths[m];
+      before += length > 0 ? length : 0;
+      negative_before |= length < 0 ? 1 : 0;
+    }
     offset = group_all_reduce<kThreads>(before, Plus<int64_t>{}, shared_index);
+    bad = group_all_reduce<kThreads>(negative_before, Max<int64_t>{}, shared_index);
   }
-  int64_t bad = 0;
   if (input_length < 0 || input_length > a.T) {
     bad = 1;
     if (threadIdx.x == 0) report(a, BadValueKind::CtcInputLength, n, input_length, a.T, 0);
@@ -99,12 +106,12 @@ __global__ void __launch_bounds__(kThreads) ctc_samples(CtcArgs<scalar_t> a) {
   if (target_length < 0) {
     bad = 1;
     if (threadIdx.x == 0) report(a, BadValueKind::CtcTargetLength, n, target_length, 0, 0);
-  } else if (a.padded_width > 0 && target_length > a.padded_width) {
+  } else if (!a.concatenated && target_length > a.padded_width) {
     bad = 1;
     if (threadIdx.x == 0) {
       report(a, BadValueKind::CtcTargetLength, n, target_length, a.padded_width, 1);
     }
-  } else if (a.padded_width == 0 && (end > a.targets_numel || (last && end != a.targets_numel))) {
+  } else if (a.concatenated && (end > a.targets_numel || (last && end != a.targets_numel))) {
     bad = 1;
     if (threadIdx.x == 0) report(a, BadValueKind::CtcTargetLength, n, end, a.targets_numel, 2);
   }
@@ -170,9 +177,9 @@ __global__ void __launch_bounds__(kThreads) ctc_samples(CtcArgs<scalar_t> a) {
   const acc nll = shared_nll;
   fill_rows(a, n, input_length, scalar_t(0));
   const bool infinite = !feasible || nll == std::numeric_limits<acc>::infinity();
-  if (infinite && input_length > 0) {
-    // No alignment: 0 with zero_infinity, else NaN as torch.
-    const acc value = a.zero_infinity ? acc(0) : std::numeric_limits<acc>::quiet_NaN();
+  if ((infinite || nll != nll) && input_length > 0) {
+    // No alignment: 0 with zero_infinity, else NaN as torch; a NaN loss: NaN (as the CPU).
+    const acc value = infinite && a.zero_infinity ? acc(0) : std::numeric_limits<acc>::quiet_NaN();
     for (int64_t t = 0; t < input_length; ++t) {
       scalar_t* row = a.grad + (t * a.N + n) * a.C;
       for (int64_t c = threadIdx.x; c < a.C; c += kThreads) row[c] = static_cast<scalar_t>(value);
@@ -217,7 +224,7 @@ __global__ void __launch_bounds__(kThreads) ctc_samples(CtcArgs<scalar_t> a) {
             lp_state(t, s);
       }
       beta_cur[s] = b;
-      gamma[s] = formulas::exp_of(alpha[t * a.width + s] + b + nll - lp_state(t, s));
+      gamma[s] = ctc::posterior_of(alpha[t * a.width + s] + b + nll - lp_state(t, s));
     }
     __syncthreads();
     acc blank_part = 0;  // the blank states' posteriors, in a fixed order
@@ -264,6 +271,7 @@ void run(const CtcOperands& o) {
       o.targets.const_data_ptr<int64_t>(),
       o.targets.numel(),
       o.concatenated ? 0 : o.targets.size(1),
+      o.concatenated,
       o.input_lengths.const_data_ptr<int64_t>(),
       o.target_lengths.const_data_ptr<int64_t>(),
       o.blank,

@@ -42,7 +42,8 @@ using formulas::exp_of;
 // Both arrays have W lanes, L + 1 rounded up to a multiple of 8: the loops then run whole vectors
 // and never fall into a scalar remainder (a scalar exp or log costs as much as a vector one).
 // The extra lanes stay -inf: their log-probability is -inf, and so is every cell they read.
-// An alpha row is [B (W) | -inf | Lb (W)] (the -inf is Lb(-1)); a beta row [B (W) | Lb (W) | -inf].
+// An alpha row is [B (W) | -inf | Lb (W)] (the -inf is Lb(-1)); a beta row
+// [B (W) | -inf | Lb (W) | -inf ...] (B(W) and Lb(W): what the last lanes read).
 
 constexpr int64_t kLanes = 8;
 
@@ -67,8 +68,8 @@ struct Layout {
       : L(target_length), W((target_length + kLanes) / kLanes * kLanes) {}
   int64_t alpha_width() const { return 2 * W + 1; }
   int64_t alpha_labels() const { return W + 1; }  // offset of Lb in an alpha row
-  int64_t beta_width() const { return 2 * W + kLanes; }
-  int64_t beta_labels() const { return W; }
+  int64_t beta_width() const { return 2 * W + 1 + kLanes; }
+  int64_t beta_labels() const { return W + 1; }  // offset of Lb in a beta row
 };
 
 // A thread's scratch, reused by its samples.

@@ -163,7 +163,10 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(const Tensor& log_probs, co
   o.input_lengths = il.is_cpu() ? host_to_device(il, device) : il;
   o.target_lengths = tl.is_cpu() ? host_to_device(tl, device) : tl;
   o.targets = labels.is_cpu() ? host_to_device(labels, device) : labels;
-  const int64_t widest_target = o.concatenated ? labels.numel() : labels.size(1);
+  // The CUDA workspace's row: the longest target where the lengths are on the host, else what
+  // the targets tensor can hold (capped by T: a longer target has no alignment, no lattice).
+  int64_t widest_target = o.concatenated ? labels.numel() : labels.size(1);
+  if (lengths_on_host && N > 0) widest_target = tl.max().item<int64_t>();
   o.lattice_width = 2 * std::min(widest_target, T) + 1;
 
   const auto acc_options = o.log_probs.options().dtype(accumulation_dtype(lp.scalar_type()));
@@ -183,7 +186,7 @@ std::tuple<Tensor, Tensor, Tensor> forward_on_device(const Tensor& log_probs, co
     for (int64_t n = 0; n < N; ++n) total += terms.const_data_ptr<double>()[n];
     loss = at::full({}, total, log_probs.options());
   } else {
-    loss = at::sum(o.loss_terms, dtype);
+    loss = o.loss_terms.sum().to(dtype);  // summed in the accumulation dtype
   }
   Tensor grad = compute_grad ? o.grad.view(log_probs.sizes()) : at::empty({0}, lp.options());
   return {loss, grad, row_backward_scale(reduction, dtype, N, device)};

@@ -297,3 +297,21 @@ def test_ctc_cuda_bitwise_repeatable():
         results.append((loss, v.grad))
     for loss, grad in results[1:]:
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+def test_ctc_masked_classes(device):
+    # A log-probability of -inf (a masked class): the same loss as torch, a gradient of 0 there
+    # (torch's is NaN there: exp(-inf - -inf)); the rest as torch's.
+    log_probs, targets, il, tl = problem(T=20, N=3, C=6, S=4, seed=3)
+    masked = log_probs.clone()
+    masked[:, :, 5] = -math.inf
+    targets = targets.clamp(max=4)  # no target uses the masked class
+    x = masked.to(device).clone().requires_grad_()
+    loss = FL.ctc_loss(x, targets.to(device), il, tl, reduction="sum")
+    ref_x = masked.detach().clone().requires_grad_()
+    expected = F.ctc_loss(ref_x, targets, il, tl, reduction="sum")
+    expected.backward()
+    loss.backward()
+    assert_close(loss.cpu(), expected.detach())
+    assert torch.isnan(ref_x.grad[:, :, 5]).any() and x.grad[..., 5].eq(0).all()
+    assert_close(x.grad[..., :5].cpu(), ref_x.grad[..., :5])

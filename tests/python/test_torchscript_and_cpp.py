@@ -116,6 +116,14 @@ def test_python_examples_run(tmp_path):
               for line in out.stdout.splitlines() if "slope" in line and "true" not in line}
     assert abs(slopes["L1Loss"] - 1.5) < abs(slopes["MSELoss"] - 1.5)
     assert abs(slopes["HuberLoss"] - 1.5) < abs(slopes["MSELoss"] - 1.5)
+    # CTC: a short run still learns (the README's figures are from the default 300 steps).
+    plot = tmp_path / "ctc.png"
+    out = subprocess.run([sys.executable, os.path.join(examples, "ctc_recognizer.py"),
+                          "--steps", "80", "--out", str(plot)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert plot.stat().st_size > 10_000
+    first, last = (float(v) for v in out.stdout.split("first step ")[1].split(", last 20 steps "))
+    assert last < first / 2
 
 
 def test_multiclass_example_runs_and_smoothing_curbs_overconfidence(tmp_path):
