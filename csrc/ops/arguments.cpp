@@ -2,9 +2,13 @@
 
 #include "ops/arguments.h"
 
+#include <ATen/TensorSubclassLikeUtils.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/where.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <limits>
 
 namespace fusedloss {
 namespace ops {
@@ -41,6 +45,15 @@ c10::SymDimVector broadcast_shape(c10::string_view op, const char* what, c10::Sy
     shape[ndim - 1 - i] = sa == 1 ? sb : sa;
   }
   return shape;
+}
+
+bool holds_no_values(const at::Tensor& t) { return t.is_meta() || at::isTensorSubclassLike(t); }
+
+at::Tensor nan_where_invalid(const at::Tensor& result, const at::Tensor& invalid) {
+  if (!result.is_floating_point()) return result;
+  const at::Tensor nan =
+      at::full({}, std::numeric_limits<double>::quiet_NaN(), result.options());
+  return at::where(invalid.gt(0), nan, result);
 }
 
 int64_t first_true_position(const at::Tensor& mask) {

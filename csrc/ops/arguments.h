@@ -32,6 +32,14 @@ bool folds_mean_into_gradient(at::ScalarType dtype);
 c10::SymDimVector broadcast_shape(c10::string_view op, const char* what, c10::SymIntArrayRef a,
                                   c10::SymIntArrayRef b);
 
+// Whether `t` holds no values to read: a fake or functional tensor while torch.export or
+// torch.compile traces. A check that reads a value is then skipped (see nan_where_invalid).
+bool holds_no_values(const at::Tensor& t);
+
+// A traced metric cannot raise on the count of invalid labels it was given: its floating result
+// is NaN where that count is nonzero instead (integer results are returned as they are).
+at::Tensor nan_where_invalid(const at::Tensor& result, const at::Tensor& invalid);
+
 // The flat position of the first true element of a boolean mask with at least one (an error
 // path: it reads the position back from the device).
 int64_t first_true_position(const at::Tensor& mask);

@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "ops/arguments.h"
+
 namespace fusedloss {
 namespace ops {
 namespace {
@@ -21,18 +23,9 @@ Tensor divide(const Tensor& num, const Tensor& den, double zero_division) {
 // multiclass: accuracy is tp / (tp + fn) and 'macro' skips the classes absent from counts
 // (tp + fp + fn = 0), as torchmetrics' multiclass; otherwise (binary, multilabel) accuracy counts
 // the negatives too and every class weighs in 'macro'.
-Tensor counts_metric(const Tensor& tp_in, const Tensor& fp_in, const Tensor& tn_in,
-                     const Tensor& fn_in, const Tensor& invalid, c10::string_view metric,
-                     c10::string_view average, double beta, double zero_division,
-                     bool multiclass) {
-  const int64_t bad = invalid.item<int64_t>();
-  TORCH_CHECK_VALUE(bad == 0, "fusedloss.metrics: ", bad,
-                    " targets were not labels (0/1, or a class in [0, num_classes)) nor "
-                    "ignore_index");
-  TORCH_CHECK_VALUE(average == "micro" || average == "macro" || average == "weighted" ||
-                        average == "none",
-                    "fusedloss.metrics: average must be 'micro', 'macro', 'weighted' or 'none', got '",
-                    average, "'");
+Tensor metric_of_counts(const Tensor& tp_in, const Tensor& fp_in, const Tensor& tn_in,
+                        const Tensor& fn_in, c10::string_view metric, c10::string_view average,
+                        double beta, double zero_division, bool multiclass) {
   Tensor tp = tp_in, fp = fp_in, tn = tn_in, fn = fn_in;
   if (metric == "stat_scores") {
     const Tensor scores = at::stack({tp, fp, tn, fn, tp + fn}, -1);
@@ -61,6 +54,25 @@ Tensor counts_metric(const Tensor& tp_in, const Tensor& fp_in, const Tensor& tn_
     weights = at::where((tp + fp + fn).eq(0), at::zeros_like(weights), weights);
   }
   return divide(weights * score, weights.sum(-1, true), 0.0).sum(-1);
+}
+
+Tensor counts_metric(const Tensor& tp, const Tensor& fp, const Tensor& tn, const Tensor& fn,
+                     const Tensor& invalid, c10::string_view metric, c10::string_view average,
+                     double beta, double zero_division, bool multiclass) {
+  TORCH_CHECK_VALUE(average == "micro" || average == "macro" || average == "weighted" ||
+                        average == "none",
+                    "fusedloss.metrics: average must be 'micro', 'macro', 'weighted' or 'none', got '",
+                    average, "'");
+  const bool traced = holds_no_values(invalid);
+  if (!traced) {
+    const int64_t bad = invalid.item<int64_t>();
+    TORCH_CHECK_VALUE(bad == 0, "fusedloss.metrics: ", bad,
+                      " targets were not labels (0/1, or a class in [0, num_classes)) nor "
+                      "ignore_index");
+  }
+  const Tensor result =
+      metric_of_counts(tp, fp, tn, fn, metric, average, beta, zero_division, multiclass);
+  return traced ? nan_where_invalid(result, invalid) : result;
 }
 
 }  // namespace

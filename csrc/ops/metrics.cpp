@@ -191,20 +191,10 @@ Tensor average_classes(const Tensor& score, c10::string_view average, const Tens
   return safe_divide(weights.mul(score), weights.sum(), 0.0).sum();
 }
 
-Tensor classification_metric(const Tensor& confusion, const Tensor& top_k_hits,
-                             const Tensor& invalid, c10::string_view metric, c10::string_view task,
-                             c10::string_view average, double beta, double zero_division,
-                             int64_t top_k) {
+Tensor metric_of_counts(const Tensor& confusion, const Tensor& top_k_hits, c10::string_view metric,
+                        c10::string_view task, c10::string_view average, double beta,
+                        double zero_division, int64_t top_k) {
   const bool binary = is_binary_task(metric, task);
-  TORCH_CHECK_VALUE(
-      average == "micro" || average == "macro" || average == "weighted" || average == "none",
-      "fusedloss.metrics.", metric,
-      ": average must be 'micro', 'macro', 'weighted' or 'none', got '", average, "'");
-  // Reading the count synchronizes a GPU: compute() is where a number is produced anyway.
-  const int64_t bad = invalid.item<int64_t>();
-  TORCH_CHECK_VALUE(bad == 0, "fusedloss.metrics.", metric, ": ", bad,
-                    " target or predicted labels were not classes in [0, ", confusion.size(0),
-                    ") (nor ignore_index); the counts are not usable");
   if (metric == "confusion_matrix") return confusion;
   const Tensor m = confusion.to(at::kDouble);
   Tensor tp, fp, fn, tn;
@@ -256,6 +246,27 @@ Tensor classification_metric(const Tensor& confusion, const Tensor& top_k_hits,
     score = f(tp, fp, fn);
   }
   return average_classes(score, average, tp, fp, fn, 1).to(at::kFloat);
+}
+
+Tensor classification_metric(const Tensor& confusion, const Tensor& top_k_hits,
+                             const Tensor& invalid, c10::string_view metric, c10::string_view task,
+                             c10::string_view average, double beta, double zero_division,
+                             int64_t top_k) {
+  TORCH_CHECK_VALUE(
+      average == "micro" || average == "macro" || average == "weighted" || average == "none",
+      "fusedloss.metrics.", metric,
+      ": average must be 'micro', 'macro', 'weighted' or 'none', got '", average, "'");
+  const bool traced = holds_no_values(invalid);
+  if (!traced) {
+    // Reading the count synchronizes a GPU: compute() is where a number is produced anyway.
+    const int64_t bad = invalid.item<int64_t>();
+    TORCH_CHECK_VALUE(bad == 0, "fusedloss.metrics.", metric, ": ", bad,
+                      " target or predicted labels were not classes in [0, ", confusion.size(0),
+                      ") (nor ignore_index); the counts are not usable");
+  }
+  const Tensor result =
+      metric_of_counts(confusion, top_k_hits, metric, task, average, beta, zero_division, top_k);
+  return traced ? nan_where_invalid(result, invalid) : result;
 }
 
 // --- Regression.
