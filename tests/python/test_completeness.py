@@ -158,3 +158,9 @@ def test_readme_api_table(op):
     api = readme[readme.index("## API"):readme.index("Formulas,")]
     rows = [line for line in api.splitlines() if line.startswith("|")]
     assert any(f"`{op}(" in row for row in rows), f"README's API table has no row for {op}"
+
+
+@pytest.mark.parametrize("op", LOSS_OPS)
+def test_export_and_inductor_samples(op):
+    from op_samples import SAMPLES
+    assert op in SAMPLES, f"{op} has no sample call in tests/python/op_samples.py (export, Inductor)"

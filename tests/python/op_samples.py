@@ -1,0 +1,108 @@
+"""A valid call of every public loss op of torch.ops.fusedloss and of the internal ops the metrics
+run, for a batch of any size >= 2: the positional arguments, keyword arguments, and for each
+tensor argument the dimension that is the batch (None: no batch dimension). The export and
+Inductor tests (test_export.py) are driven by this table; test_completeness.py checks that every
+public op is in it."""
+
+import torch
+
+C = 7  # classes
+
+
+def _g(b):
+    return torch.Generator().manual_seed(1000 + b)
+
+
+def _pair(b, target="normal"):
+    g = _g(b)
+    x = torch.randn(b, 5, generator=g)
+    if target == "sign":
+        t = torch.randint(0, 2, (b, 5), generator=g).float() * 2 - 1
+    elif target == "unit":
+        t = torch.rand(b, 5, generator=g)
+    else:
+        t = torch.randn(b, 5, generator=g)
+    return x, t
+
+
+def _classes(b):
+    g = _g(b)
+    t = torch.randint(C, (b,), generator=g)
+    t[0] = -100  # an ignored row
+    return torch.randn(b, C, generator=g), t
+
+
+def _ctc(b):
+    g = _g(b)
+    T, S = 10, 4  # no size equal to the first batch (3): duck sizing would tie them
+    log_probs = torch.randn(T, b, 5, generator=g).log_softmax(2)
+    targets = torch.randint(1, 5, (b, S), generator=g)
+    input_lengths = torch.full((b,), T)
+    target_lengths = torch.randint(0, S + 1, (b,), generator=g)
+    return (log_probs, targets, input_lengths, target_lengths), {}, (1, 0, 0, 0)
+
+
+def _pointwise(target="normal", extra=()):
+    def sample(b):
+        x, t = _pair(b, target)
+        return (x, t, *extra), {}, (0, 0) + (None,) * len(extra)
+    return sample
+
+
+def _cross_entropy(b):
+    x, t = _classes(b)
+    return (x, t), {"label_smoothing": 0.1, "z_loss": 1e-3}, (0, 0)
+
+
+def _multilabel_margin(b):
+    g = _g(b)
+    t = torch.randint(5, (b, 5), generator=g)
+    t[:, 2] = -1
+    return (torch.randn(b, 5, generator=g), t), {}, (0, 0)
+
+
+SAMPLES = {
+    "mse_loss": _pointwise(),
+    "l1_loss": _pointwise(),
+    "huber_loss": _pointwise(extra=("mean", 0.5)),
+    "smooth_l1_loss": _pointwise(extra=("sum", 0.5)),
+    "soft_margin_loss": _pointwise("sign"),
+    "hinge_embedding_loss": _pointwise("sign"),
+    "hinge_loss": _pointwise("sign"),
+    "kl_div": _pointwise("unit"),
+    "poisson_nll_loss": _pointwise("unit"),
+    "sigmoid_focal_loss": _pointwise("unit", extra=(0.25, 2.0, "mean")),
+    "binary_cross_entropy_with_logits": _pointwise("unit"),
+    "multilabel_soft_margin_loss": _pointwise("unit"),
+    "binary_cross_entropy": lambda b: ((torch.rand(b, 5, generator=_g(b)) * 0.9 + 0.05,
+                                        torch.rand(b, 5, generator=_g(b + 1))), {}, (0, 0)),
+    "gaussian_nll_loss": lambda b: ((*_pair(b), torch.rand(b, 5, generator=_g(b)) + 0.1), {},
+                                    (0, 0, 0)),
+    "margin_ranking_loss": lambda b: ((torch.randn(b, generator=_g(b)), torch.randn(b),
+                                       torch.randint(0, 2, (b,), generator=_g(b)).float() * 2 - 1),
+                                      {}, (0, 0, 0)),
+    "cosine_embedding_loss": lambda b: ((torch.randn(b, 6, generator=_g(b)), torch.randn(b, 6),
+                                         torch.randint(0, 2, (b,), generator=_g(b)).float() * 2 - 1),
+                                        {}, (0, 0, 0)),
+    "triplet_margin_loss": lambda b: ((torch.randn(b, 6, generator=_g(b)), torch.randn(b, 6),
+                                       torch.randn(b, 6)), {}, (0, 0, 0)),
+    "cross_entropy": _cross_entropy,
+    "cross_entropy_with_z_loss": _cross_entropy,
+    "nll_loss": lambda b: ((_classes(b)[0].log_softmax(1), _classes(b)[1]), {}, (0, 0)),
+    "multi_margin_loss": lambda b: ((_classes(b)[0], _classes(b)[1].clamp(min=0)), {}, (0, 0)),
+    "multilabel_margin_loss": _multilabel_margin,
+    "jensen_shannon_divergence": lambda b: ((_classes(b)[0], torch.randn(b, C)), {}, (0, 0)),
+    "linear_cross_entropy": lambda b: ((torch.randn(b, 8, generator=_g(b)),
+                                        torch.randn(C, 8, generator=_g(1)), _classes(b)[1]),
+                                       {"chunk_size": 4}, (0, None, 0)),
+    "ctc_loss": _ctc,
+    # What the metrics run (fusedloss.metrics): counting, moments, threshold histograms.
+    "_classification_counts": lambda b: ((_classes(b)[0], _classes(b)[1].clamp(min=0),
+                                          "multiclass", C), {}, (0, 0, None, None)),
+    "_regression_moments": lambda b: ((torch.randn(b, generator=_g(b)), torch.randn(b)), {},
+                                      (0, 0)),
+    "_threshold_histogram": lambda b: ((torch.rand(b, generator=_g(b)),
+                                        torch.randint(0, 2, (b,), generator=_g(b)),
+                                        torch.linspace(0, 1, 11, dtype=torch.float64), "binary"), {},
+                                       (0, 0, None, None)),
+}
