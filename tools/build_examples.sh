@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the CMake build (build/cmake) into build/install and builds the C++ consumer projects
-# (examples/cpp, examples/torchscript) against it with find_package(FusedLoss), as a user would.
+# (examples/cpp, examples/torchscript, examples/export) against it with find_package(FusedLoss), as
+# a user would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0+PTX}
 
 cmake --install "$build" --prefix "$prefix" >/dev/null
-for example in cpp torchscript; do
+for example in cpp torchscript export; do
   cmake -S "examples/$example" -B "build/examples/$example" "${generator[@]}" "${launcher[@]}" \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix;$torch_prefix" >/dev/null
   cmake --build "build/examples/$example" --parallel "$(nproc)"
