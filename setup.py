@@ -9,6 +9,10 @@ download a second one). Environment:
     FUSEDLOSS_BUILD_DIR     CMake build directory (default: build/cmake); an existing configured
                             directory is reused, so the sources compile once
     TORCH_CUDA_ARCH_LIST    CUDA architectures (default 9.0+PTX, see cmake/cuda_architectures.cmake)
+
+The package requires exactly the torch release it is built against (torch==X.Y.Z, any local
+build label such as +cu130): the library links that torch's C++ ABI, and a different release
+fails at import.
 """
 
 import os
@@ -61,7 +65,17 @@ class CMakeBuild(build_ext):
         shutil.copyfile(built, destination)
 
 
+def torch_requirement():
+    """torch==<the release this build links>, from the torch that is installed."""
+    try:
+        import torch
+    except ImportError:  # metadata without a torch to build against: the oldest supported
+        return "torch>=2.6"
+    return "torch==" + torch.__version__.split("+")[0]
+
+
 setup(
     ext_modules=[Extension(LIBRARY_EXTENSION, sources=[])],
     cmdclass={"build_ext": CMakeBuild},
+    install_requires=[torch_requirement()],
 )

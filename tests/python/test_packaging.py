@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 
 import pytest
 import torch
@@ -32,6 +33,12 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path):
     run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
          "-w", str(wheel_dir), ROOT])
     (wheel,) = wheel_dir.glob("fusedloss-*.whl")
+    # The wheel requires exactly the torch release it was built against (any local label).
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith("METADATA")))
+    requires = [line for line in metadata.decode().splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert requires == [f"Requires-Dist: torch=={torch.__version__.split('+')[0]}"], requires
     # The venv sees the torch this test runs with (the library is tied to it) through a .pth
     # line, and nothing else of ours. Not system_site_packages: those are the base interpreter's,
     # another torch when the tests run in a virtual environment.
