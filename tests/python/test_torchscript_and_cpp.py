@@ -122,7 +122,8 @@ def test_python_examples_run(tmp_path):
                           "--steps", "80", "--out", str(plot)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert plot.stat().st_size > 10_000
-    first, last = (float(v) for v in out.stdout.split("first step ")[1].split(", last 20 steps "))
+    line = next(line for line in out.stdout.splitlines() if line.startswith("loss: first step "))
+    first, last = (float(v) for v in line[len("loss: first step "):].split(", last 20 steps "))
     assert last < first / 2
 
 
