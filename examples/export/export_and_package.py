@@ -45,10 +45,11 @@ def example_inputs(batch=64):
     return x, y
 
 
-def build_package(path):
-    model = ScoredClassifier().eval()
+def build_package(path, device="cpu"):
+    model = ScoredClassifier().eval().to(device)
     batch = torch.export.Dim("batch", min=2, max=1 << 20)
-    program = torch.export.export(model, example_inputs(), dynamic_shapes=({0: batch}, {0: batch}))
+    inputs = tuple(t.to(device) for t in example_inputs())
+    program = torch.export.export(model, inputs, dynamic_shapes=({0: batch}, {0: batch}))
     return torch._inductor.aoti_compile_and_package(program, package_path=path)
 
 

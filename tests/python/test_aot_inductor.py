@@ -1,7 +1,8 @@
 """AOTInductor: the .pt2 package of examples/export (a classifier whose forward returns fusedloss
 losses and metrics, exported with a dynamic batch) runs with the eager values in Python
-(aoti_load_package) at several batch sizes and in a C++ program with no Python (run_pt2, linked
-against the installed FusedLoss::fusedloss). One package, compiled once for the module."""
+(aoti_load_package) at two batch sizes, on the CPU and on CUDA where there is a device, and in a
+C++ program with no Python (run_pt2, linked against the installed FusedLoss::fusedloss, CPU). One
+package per device, compiled once for the module."""
 
 import os
 import subprocess
@@ -19,11 +20,16 @@ import export_and_package  # noqa: E402
 EXAMPLES_BUILD = os.environ.get("FUSEDLOSS_EXAMPLES_BUILD")
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("aoti") / "model.pt2")
-    export_and_package.build_package(path)
-    return path
+PACKAGES = {}
+
+
+def package_for(device, tmp_path_factory):
+    """The .pt2 for `device`, compiled once per device for the module."""
+    if device not in PACKAGES:
+        path = str(tmp_path_factory.mktemp(f"aoti_{device}") / "model.pt2")
+        export_and_package.build_package(path, device)
+        PACKAGES[device] = path
+    return PACKAGES[device]
 
 
 def eager(batch):
@@ -32,16 +38,17 @@ def eager(batch):
 
 
 @pytest.mark.parametrize("batch", [64, 7])
-def test_aot_inductor_package_runs_in_python(package, batch):
-    model = torch._inductor.aoti_load_package(package)
-    got = model(*export_and_package.example_inputs(batch))
+def test_aot_inductor_package_runs_in_python(batch, device, tmp_path_factory):
+    model = torch._inductor.aoti_load_package(package_for(device, tmp_path_factory))
+    got = model(*(t.to(device) for t in export_and_package.example_inputs(batch)))
     for g, want in zip(got, eager(batch)):
-        torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g.cpu(), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not EXAMPLES_BUILD, reason="C++ examples not built: tools/run_tests.sh builds "
                     "them against the installed package and sets FUSEDLOSS_EXAMPLES_BUILD")
-def test_aot_inductor_package_runs_in_cpp_without_python(package):
+def test_aot_inductor_package_runs_in_cpp_without_python(tmp_path_factory):
+    package = package_for("cpu", tmp_path_factory)
     binary = os.path.join(EXAMPLES_BUILD, "export", "run_pt2")
     out = subprocess.run([binary, package], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -14,11 +14,12 @@ from tolerances import assert_close
 BATCHES = (3, 8, 5)
 
 
-def split(sample):
-    """The tensor arguments (in order) and a function that puts them back among the others."""
+def split(sample, device="cpu"):
+    """The tensor arguments (in order, on `device`) and a function that puts them back among the
+    others."""
     args, kwargs, dims = sample
     places = [i for i, d in enumerate(dims) if isinstance(args[i], torch.Tensor)]
-    tensors = [args[i] for i in places]
+    tensors = [args[i].to(device) for i in places]
 
     def call(op, *new):
         full = list(args)
@@ -43,14 +44,14 @@ def outputs(value):
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_export_with_a_dynamic_batch(name):
-    tensors, dims, call = split(SAMPLES[name](BATCHES[0]))
+def test_export_with_a_dynamic_batch(name, device):
+    tensors, dims, call = split(SAMPLES[name](BATCHES[0]), device)
     batch = torch.export.Dim("batch", min=2, max=4096)
     shapes = tuple({d: batch} if d is not None else None for d in dims)
     program = torch.export.export(OpCall(name, call), tuple(tensors), dynamic_shapes=(shapes,))
     module = program.module()
     for b in BATCHES:
-        tensors_b, _, call_b = split(SAMPLES[name](b))
+        tensors_b, _, call_b = split(SAMPLES[name](b), device)
         expected = outputs(call_b(getattr(torch.ops.fusedloss, name), *tensors_b))
         for got, want in zip(outputs(module(*tensors_b)), expected):
             if want.is_floating_point():
@@ -60,13 +61,13 @@ def test_export_with_a_dynamic_batch(name):
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_inductor_fullgraph_dynamic_one_graph(name):
+def test_inductor_fullgraph_dynamic_one_graph(name, device):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     op = getattr(torch.ops.fusedloss, name)
     compiled = None
     for b in BATCHES:
-        tensors, _, call = split(SAMPLES[name](b))  # the same non-tensor arguments for every b
+        tensors, _, call = split(SAMPLES[name](b), device)  # the same non-tensors for every b
         leaves = [t.clone().requires_grad_(t.is_floating_point() and i == 0 and not name.startswith("_"))
                   for i, t in enumerate(tensors)]
         if compiled is None:
