@@ -106,3 +106,47 @@ SAMPLES = {
                                         torch.linspace(0, 1, 11, dtype=torch.float64), "binary"), {},
                                        (0, 0, None, None)),
 }
+
+# Ops whose class (or feature) count may change too: function(batch, classes) -> (args, kwargs,
+# per argument None or {dimension: "batch" | "classes"}). The metrics' class count is an int
+# argument (a constant of the graph): not here.
+B, K = {0: "batch"}, {0: "batch", 1: "classes"}
+
+
+def _class_rows(b, c):
+    g = _g(b * 100 + c)
+    t = torch.randint(c, (b,), generator=g)
+    t[0] = -100
+    return torch.randn(b, c, generator=g), t
+
+
+def _ctc_classes(b, c):
+    g = _g(b * 100 + c)
+    log_probs = torch.randn(10, b, c, generator=g).log_softmax(2)
+    targets = torch.randint(1, c, (b, 4), generator=g)
+    lengths = (torch.full((b,), 10), torch.randint(0, 5, (b,), generator=g))
+    return ((log_probs, targets, *lengths), {},
+            ({1: "batch", 2: "classes"}, B, B, B))
+
+
+def _multilabel_classes(b, c):
+    g = _g(b * 100 + c)
+    t = torch.randint(c, (b, c), generator=g)
+    t[:, 1] = -1
+    return (torch.randn(b, c, generator=g), t), {}, (K, K)
+
+
+CLASS_SAMPLES = {
+    "mse_loss": lambda b, c: ((torch.randn(b, c), torch.randn(b, c)), {}, (K, K)),
+    "cross_entropy": lambda b, c: (_class_rows(b, c), {"label_smoothing": 0.1}, (K, B)),
+    "nll_loss": lambda b, c: ((_class_rows(b, c)[0].log_softmax(1), _class_rows(b, c)[1]), {},
+                              (K, B)),
+    "multi_margin_loss": lambda b, c: ((_class_rows(b, c)[0], _class_rows(b, c)[1].clamp(min=0)),
+                                       {}, (K, B)),
+    "multilabel_margin_loss": _multilabel_classes,
+    "jensen_shannon_divergence": lambda b, c: ((_class_rows(b, c)[0], torch.randn(b, c)), {},
+                                               (K, K)),
+    "linear_cross_entropy": lambda b, c: ((torch.randn(b, 8), torch.randn(c, 8),
+                                           _class_rows(b, c)[1]), {}, (B, {0: "classes"}, B)),
+    "ctc_loss": _ctc_classes,
+}

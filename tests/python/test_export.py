@@ -1,6 +1,6 @@
 """Deployment after TorchScript, for every public loss op and the ops the metrics run (the table in
 op_samples.py): torch.export with a dynamic batch dimension, run at other batch sizes against
-eager; torch.compile(fullgraph=True) with Inductor and dynamic shapes, forward and backward, one
+eager, and with a dynamic class count too for the ops that have one; torch.compile(fullgraph=True) with Inductor and dynamic shapes, forward and backward, one
 graph for three batch sizes. The AOTInductor package (a .pt2 whose forward returns fusedloss
 losses and metrics) is in test_aot_inductor.py."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fusedloss  # noqa: F401  (registers torch.ops.fusedloss)
-from op_samples import SAMPLES
+from op_samples import CLASS_SAMPLES, SAMPLES
 from tolerances import assert_close
 
 BATCHES = (3, 8, 5)
@@ -58,6 +58,21 @@ def test_export_with_a_dynamic_batch(name, device):
                 assert_close(got, want)
             else:
                 assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", sorted(CLASS_SAMPLES))
+def test_export_with_dynamic_batch_and_classes(name, device):
+    args, kwargs, dims = CLASS_SAMPLES[name](3, 7)
+    tensors, dims, call = split((args, kwargs, dims), device)
+    names = {"batch": torch.export.Dim("batch", min=2, max=4096),
+             "classes": torch.export.Dim("classes", min=3, max=4096)}
+    shapes = tuple({d: names[n] for d, n in spec.items()} if spec else None for spec in dims)
+    module = torch.export.export(OpCall(name, call), tuple(tensors), dynamic_shapes=(shapes,)).module()
+    for b, c in [(3, 7), (8, 11), (5, 4)]:
+        tensors_b, _, call_b = split(CLASS_SAMPLES[name](b, c), device)
+        expected = outputs(call_b(getattr(torch.ops.fusedloss, name), *tensors_b))
+        for got, want in zip(outputs(module(*tensors_b)), expected):
+            assert_close(got, want)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
