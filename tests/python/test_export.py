@@ -1,8 +1,9 @@
 """Deployment after TorchScript, for every public loss op and the ops the metrics run (the table in
 op_samples.py): torch.export with a dynamic batch dimension, run at other batch sizes against
-eager, and with a dynamic class count too for the ops that have one; torch.compile(fullgraph=True) with Inductor and dynamic shapes, forward and backward, one
-graph for three batch sizes. The AOTInductor package (a .pt2 whose forward returns fusedloss
-losses and metrics) is in test_aot_inductor.py."""
+eager, and with a dynamic class count too for the ops that have one; torch.compile(fullgraph=True)
+with Inductor and dynamic shapes, forward and backward, one graph for three batch sizes. The
+AOTInductor package (a .pt2 whose forward returns fusedloss losses and metrics) is in
+test_aot_inductor.py."""
 
 import pytest
 import torch
