@@ -23,13 +23,6 @@ struct LinearCrossEntropyArgs {
   bool check_target = true;
 };
 
-// chunk_size=None: on the CPU a 32nd of the rows, with no more than 32 MiB of logits; on CUDA the
-// rows whose logits take a 16th of the device's memory (64 MiB to 1 GiB); and at least this many
-// rows (a matmul of fewer rows runs far below the machine's peak).
-constexpr int64_t kMinChunkRows = 128;
-int64_t default_chunk_rows(int64_t rows, int64_t vocab, at::ScalarType dtype,
-                           const at::Device& device);
-
 // The op's argument checks alone (a target that requires grad is a float one: probabilities).
 void check_linear_cross_entropy(const Tensor& input, const Tensor& linear_weight,
                                 const Tensor& target, const OptionalTensor& linear_bias,
