@@ -23,6 +23,8 @@ __all__ = [
     "cross_entropy", "cross_entropy_with_z_loss", "nll_loss", "multi_margin_loss",
     "multilabel_margin_loss", "ctc_loss",
     "linear_cross_entropy", "vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy",
+    "linear_log_probs", "linear_jsd", "linear_kl_div", "dpo_loss", "grpo_loss", "linear_dpo_loss",
+    "linear_grpo_loss",
 ]
 
 
@@ -584,3 +586,204 @@ def linear_cross_entropy(
         -100 if ignore_index is None else ignore_index, reduction, label_smoothing,
         z_loss=z_loss, softcap=softcap, chunk_size=chunk_size, check_target=check_target,
     )
+
+
+def linear_log_probs(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    bias: Optional[Tensor] = None,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    *,
+    ignore_index: int = -100,
+    chunk_size: Optional[int] = None,
+    check_target: bool = True,
+):
+    """Per-token log p(target) under softmax((input @ linear_weight.T + bias) / temperature), and
+    with return_entropy=True that softmax's entropy too, without materializing the logits.
+
+    input (N, H) or (B, T, H); linear_weight (V, H); target token ids of input's leading shape;
+    bias (V). Returns a tensor of the leading shape (or a (log_probs, entropy) pair), in float32
+    for float16/bfloat16 input (float64 for float64): a log-probability rounded to bfloat16 is off
+    by up to 0.4%, which a PPO ratio exp(logp - old_logp) would exponentiate. Rows whose target is
+    ignore_index give 0 and no gradient. Differentiable w.r.t. input, linear_weight and bias
+    through both outputs; rows are processed chunk_size at a time (None: as linear_cross_entropy),
+    and backward computes each chunk's logits again rather than keeping them."""
+    log_probs, entropy = torch.ops.fusedloss.linear_log_probs(
+        input, linear_weight, target, bias, temperature=float(temperature),
+        ignore_index=ignore_index, chunk_size=chunk_size, check_target=check_target)
+    if return_entropy:
+        return log_probs, entropy
+    return log_probs
+
+
+def dpo_loss(
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    *,
+    chosen_lengths: Optional[Tensor] = None,
+    rejected_lengths: Optional[Tensor] = None,
+    reduction: str = "mean",
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Direct Preference Optimization on sequence log-probabilities (summed over each completion's
+    tokens), with TRL 1.9.0's formulas. With x = (chosen_logps - ref_chosen_logps) -
+    (rejected_logps - ref_rejected_logps): 'sigmoid' -logsigmoid(beta x); 'hinge' relu(1 - beta x);
+    'ipo' (x' - 1 / (2 beta))^2 where x' divides each log-ratio by its completion's length
+    (chosen_lengths, rejected_lengths: token counts); 'robust' (label_smoothing in [0, 0.5), the
+    only loss type that uses it, as in TRL). Returns (loss, chosen_rewards, rejected_rewards); the
+    rewards are beta times the detached log-ratios."""
+    return torch.ops.fusedloss.dpo_loss(
+        chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, float(beta), loss_type,
+        float(label_smoothing), chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths,
+        reduction=reduction)
+
+
+def grpo_loss(
+    per_token_logps: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    old_per_token_logps: Optional[Tensor] = None,
+    ref_per_token_logps: Optional[Tensor] = None,
+    *,
+    beta: float = 0.0,
+    epsilon_low: float = 0.2,
+    epsilon_high: Optional[float] = None,
+    delta: Optional[float] = None,
+    loss_type: str = "dapo",
+    importance_sampling_level: str = "token",
+    max_completion_length: Optional[int] = None,
+    num_items_in_batch: Optional[Tensor] = None,
+) -> Tensor:
+    """GRPO's clipped policy loss on per-token log-probabilities (B, T), with TRL 1.9.0's formulas
+    and defaults: ratio r = exp(logp - old_logp) (old_logp = logp.detach() when None), per token
+    -min(r A, clip(r, 1 - epsilon_low, 1 + epsilon_high) A) (epsilon_high None: epsilon_low;
+    delta caps r first) plus beta times the k3 estimate of KL to the reference. Normalised as
+    loss_type says: 'grpo' per sequence then averaged; 'bnpo' over the batch's tokens; 'dr_grpo'
+    by B * max_completion_length; 'dapo' by num_items_in_batch (the active tokens of the whole
+    accumulated batch; None: this batch's). importance_sampling_level 'sequence' is GSPO. Gradient
+    accumulation scaling is the caller's (TRL divides 'grpo', 'bnpo' and 'dr_grpo' by the steps)."""
+    return torch.ops.fusedloss.grpo_loss(
+        per_token_logps, advantages, completion_mask, old_per_token_logps, ref_per_token_logps,
+        beta=float(beta), epsilon_low=float(epsilon_low), epsilon_high=epsilon_high, delta=delta,
+        loss_type=loss_type, importance_sampling_level=importance_sampling_level,
+        max_completion_length=max_completion_length, num_items_in_batch=num_items_in_batch)
+
+
+def linear_grpo_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    completion_ids: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    old_per_token_logps: Optional[Tensor] = None,
+    ref_per_token_logps: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    beta: float = 0.0,
+    epsilon_low: float = 0.2,
+    epsilon_high: Optional[float] = None,
+    delta: Optional[float] = None,
+    loss_type: str = "dapo",
+    importance_sampling_level: str = "token",
+    max_completion_length: Optional[int] = None,
+    num_items_in_batch: Optional[Tensor] = None,
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """grpo_loss on the log-probabilities of completion_ids (B, T) under the LM head: input (B, T, H)
+    hidden states, linear_weight (V, H), temperature as the sampler's. The (B, T, V) logits are
+    never held (linear_log_probs)."""
+    return torch.ops.fusedloss.linear_grpo_loss(
+        input, linear_weight, completion_ids, advantages, completion_mask, old_per_token_logps,
+        ref_per_token_logps, bias, temperature=float(temperature), beta=float(beta),
+        epsilon_low=float(epsilon_low), epsilon_high=epsilon_high, delta=delta,
+        loss_type=loss_type, importance_sampling_level=importance_sampling_level,
+        max_completion_length=max_completion_length, num_items_in_batch=num_items_in_batch,
+        chunk_size=chunk_size)
+
+
+def linear_dpo_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    completion_mask: Tensor,
+    ref_chosen_logps: Optional[Tensor] = None,
+    ref_rejected_logps: Optional[Tensor] = None,
+    *,
+    ref_input: Optional[Tensor] = None,
+    ref_weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    ref_bias: Optional[Tensor] = None,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    chunk_size: Optional[int] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """dpo_loss (reduction 'mean') from the LM head: input (2B, T, H) holds the chosen completions'
+    hidden states, then the rejected ones' (TRL's concatenated batch); target (2B, T) the next
+    tokens; completion_mask (2B, T) which tokens count. The reference's sequence log-probs are
+    given (ref_chosen_logps, ref_rejected_logps: (B)) or computed without gradient from its hidden
+    states and head (ref_input, ref_weight, ref_bias). No (2B, T, V) logits are held."""
+    return torch.ops.fusedloss.linear_dpo_loss(
+        input, linear_weight, target, completion_mask, ref_chosen_logps, ref_rejected_logps,
+        ref_input=ref_input, ref_weight=ref_weight, linear_bias=bias, ref_bias=ref_bias,
+        beta=float(beta), loss_type=loss_type, label_smoothing=float(label_smoothing),
+        temperature=float(temperature), chunk_size=chunk_size)
+
+
+def linear_jsd(
+    input: Tensor,
+    linear_weight: Tensor,
+    teacher_input: Tensor,
+    teacher_weight: Optional[Tensor] = None,
+    labels: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    teacher_bias: Optional[Tensor] = None,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """jensen_shannon_divergence(input @ linear_weight.T + bias, teacher logits) without
+    materializing either's logits: the student's hidden states input (N, H) or (B, T, H) and head
+    linear_weight (V, H); the teacher's hidden states teacher_input (..., H_teacher) and head
+    teacher_weight (V, H_teacher), or, with teacher_weight None, the teacher's logits (..., V) in
+    teacher_input. beta 0: forward KL(teacher || student); 1: reverse KL; otherwise the
+    generalized JSD. Rows whose labels entry is ignore_index count 0; 'mean' averages the others.
+    Only the student takes gradients (input, linear_weight, bias), accumulated in float32 across
+    chunks for float16/bfloat16."""
+    return torch.ops.fusedloss.linear_jsd(
+        input, linear_weight, teacher_input, teacher_weight, labels, bias, teacher_bias,
+        beta=float(beta), temperature=float(temperature), ignore_index=ignore_index,
+        reduction=reduction, chunk_size=chunk_size)
+
+
+def linear_kl_div(
+    input: Tensor,
+    linear_weight: Tensor,
+    teacher_input: Tensor,
+    teacher_weight: Optional[Tensor] = None,
+    labels: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    teacher_bias: Optional[Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """The distillation KL(teacher || student) per token from hidden states and heads: linear_jsd
+    with beta = 0 (see there). Multiply by temperature**2 for the usual distillation scaling."""
+    return torch.ops.fusedloss.linear_kl_div(
+        input, linear_weight, teacher_input, teacher_weight, labels, bias, teacher_bias,
+        temperature=float(temperature), ignore_index=ignore_index, reduction=reduction,
+        chunk_size=chunk_size)

@@ -154,7 +154,29 @@ struct JsdOperands {
   at::Tensor grad_input;        // (R, C) or undefined
 };
 
+// linear_log_probs over R rows of V logits (kernels/log_probs.h). Forward: per row log p(target),
+// the entropy and the log-sum-exp of softmax(logits / T). Backward: the logits' gradient from the
+// upstream gradients of the two outputs, written once (it may overwrite the logits). Rows whose
+// target is ignore_index give 0 and gradient 0; a target outside [0, V) gives NaN (the op layer
+// has checked them on the CPU; CUDA records the first for a deferred IndexError).
+struct LogProbsSpec {
+  double temperature = 1;
+  int64_t ignore_index = -100;
+};
+
+struct LogProbsOperands {
+  at::Tensor logits;  // (R, V) contiguous
+  at::Tensor target;  // (R) int64 contiguous
+  // Accumulation dtype, (R) each: written by the forward, read by the backward.
+  at::Tensor log_probs, entropy, log_sum_exp;
+  // Backward: (R) accumulation dtype each, or undefined (a zero gradient).
+  at::Tensor grad_log_probs, grad_entropy;
+  at::Tensor grad_input;  // backward: (R, V), may alias logits
+};
+
 namespace cpu {
+void log_probs_kernel(const LogProbsSpec& spec, const LogProbsOperands& operands);
+void log_probs_backward_kernel(const LogProbsSpec& spec, const LogProbsOperands& operands);
 void jensen_shannon_kernel(const JsdSpec& spec, const JsdOperands& operands);
 void multilabel_margin_kernel(const MultilabelMarginOperands& operands);
 void triplet_margin_kernel(const TripletMarginSpec& spec, const TripletMarginOperands& operands);
@@ -166,6 +188,8 @@ void cross_entropy_kernel(const CrossEntropySpec& spec, const CrossEntropyOperan
 void multi_margin_kernel(const MultiMarginSpec& spec, const MultiMarginOperands& operands);
 }  // namespace cpu
 namespace cuda {
+void log_probs_kernel(const LogProbsSpec& spec, const LogProbsOperands& operands);
+void log_probs_backward_kernel(const LogProbsSpec& spec, const LogProbsOperands& operands);
 void jensen_shannon_kernel(const JsdSpec& spec, const JsdOperands& operands);
 void multilabel_margin_kernel(const MultilabelMarginOperands& operands);
 void triplet_margin_kernel(const TripletMarginSpec& spec, const TripletMarginOperands& operands);

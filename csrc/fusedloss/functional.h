@@ -406,5 +406,190 @@ inline at::Tensor linear_cross_entropy(const at::Tensor& input, const at::Tensor
                      options.check_target());
 }
 
+
+// ---- Post-training: per-token log-probabilities, preference and RL losses (TRL 1.9.0's formulas).
+
+struct LinearLogProbsFuncOptions {
+  TORCH_ARG(at::Tensor, bias) = {};  // (V) added to the logits
+  TORCH_ARG(double, temperature) = 1.0;
+  TORCH_ARG(int64_t, ignore_index) = -100;
+  TORCH_ARG(std::optional<int64_t>, chunk_size) = std::nullopt;
+  TORCH_ARG(bool, check_target) = true;
+};
+
+// (log p(target), entropy) per token of softmax((input @ linear_weight.T + bias) / temperature),
+// without the (N, V) logits; float32 for float16/bfloat16 input.
+inline std::tuple<at::Tensor, at::Tensor> linear_log_probs(
+    const at::Tensor& input, const at::Tensor& linear_weight, const at::Tensor& target,
+    const LinearLogProbsFuncOptions& options = {}) {
+  static const auto handle = detail::op<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+      double, int64_t, std::optional<int64_t>, bool)>("fusedloss::linear_log_probs");
+  return handle.call(input, linear_weight, target, detail::optional(options.bias()),
+                     options.temperature(), options.ignore_index(), options.chunk_size(),
+                     options.check_target());
+}
+
+struct LinearJsdFuncOptions {
+  TORCH_ARG(at::Tensor, teacher_weight) = {};  // none: teacher_input holds the teacher's logits
+  TORCH_ARG(at::Tensor, labels) = {};          // rows labelled ignore_index count 0
+  TORCH_ARG(at::Tensor, bias) = {};
+  TORCH_ARG(at::Tensor, teacher_bias) = {};
+  TORCH_ARG(double, beta) = 0.5;  // 0: forward KL(teacher || student), 1: reverse KL
+  TORCH_ARG(double, temperature) = 1.0;
+  TORCH_ARG(int64_t, ignore_index) = -100;
+  TORCH_ARG(detail::Reduction, reduction) = torch::kMean;
+  TORCH_ARG(std::optional<int64_t>, chunk_size) = std::nullopt;
+};
+
+namespace detail {
+using LinearJsdOp = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                               const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                               const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                               double, double, int64_t, c10::string_view, std::optional<int64_t>);
+}  // namespace detail
+
+// Distillation from hidden states: the generalized JSD between the student's softmax of
+// input @ linear_weight.T (+ bias) and the teacher's, without either's (N, V) logits.
+inline at::Tensor linear_jsd(const at::Tensor& input, const at::Tensor& linear_weight,
+                             const at::Tensor& teacher_input,
+                             const LinearJsdFuncOptions& options = {}) {
+  static const auto handle = detail::op<detail::LinearJsdOp>("fusedloss::linear_jsd");
+  return handle.call(input, linear_weight, teacher_input,
+                     detail::optional(options.teacher_weight()), detail::optional(options.labels()),
+                     detail::optional(options.bias()), detail::optional(options.teacher_bias()),
+                     options.beta(), options.temperature(), options.ignore_index(),
+                     detail::reduction_name(options.reduction()), options.chunk_size());
+}
+
+// KL(teacher || student) from hidden states: linear_jsd with beta = 0 (options.beta() unused).
+inline at::Tensor linear_kl_div(const at::Tensor& input, const at::Tensor& linear_weight,
+                                const at::Tensor& teacher_input,
+                                const LinearJsdFuncOptions& options = {}) {
+  static const auto handle = detail::op<at::Tensor(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+      const std::optional<at::Tensor>&, double, int64_t, c10::string_view,
+      std::optional<int64_t>)>("fusedloss::linear_kl_div");
+  return handle.call(input, linear_weight, teacher_input,
+                     detail::optional(options.teacher_weight()), detail::optional(options.labels()),
+                     detail::optional(options.bias()), detail::optional(options.teacher_bias()),
+                     options.temperature(), options.ignore_index(),
+                     detail::reduction_name(options.reduction()), options.chunk_size());
+}
+
+struct DpoLossOptions {
+  TORCH_ARG(double, beta) = 0.1;
+  TORCH_ARG(std::string, loss_type) = "sigmoid";  // "hinge", "ipo", "robust"
+  TORCH_ARG(double, label_smoothing) = 0.0;       // "robust" only
+  TORCH_ARG(at::Tensor, chosen_lengths) = {};     // "ipo": completion token counts
+  TORCH_ARG(at::Tensor, rejected_lengths) = {};
+  TORCH_ARG(detail::Reduction, reduction) = torch::kMean;
+};
+
+// (loss, chosen_rewards, rejected_rewards) from sequence log-probabilities.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> dpo_loss(
+    const at::Tensor& chosen_logps, const at::Tensor& rejected_logps,
+    const at::Tensor& ref_chosen_logps, const at::Tensor& ref_rejected_logps,
+    const DpoLossOptions& options = {}) {
+  static const auto handle = detail::op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+      c10::string_view, double, const std::optional<at::Tensor>&,
+      const std::optional<at::Tensor>&, c10::string_view)>("fusedloss::dpo_loss");
+  return handle.call(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                     options.beta(), options.loss_type(), options.label_smoothing(),
+                     detail::optional(options.chosen_lengths()),
+                     detail::optional(options.rejected_lengths()),
+                     detail::reduction_name(options.reduction()));
+}
+
+struct GrpoLossOptions {
+  TORCH_ARG(at::Tensor, old_per_token_logps) = {};  // none: the current ones, detached
+  TORCH_ARG(at::Tensor, ref_per_token_logps) = {};  // needed when beta > 0
+  TORCH_ARG(double, beta) = 0.0;
+  TORCH_ARG(double, epsilon_low) = 0.2;
+  TORCH_ARG(std::optional<double>, epsilon_high) = std::nullopt;  // none: epsilon_low
+  TORCH_ARG(std::optional<double>, delta) = std::nullopt;
+  TORCH_ARG(std::string, loss_type) = "dapo";  // "grpo", "bnpo", "dr_grpo"
+  TORCH_ARG(std::string, importance_sampling_level) = "token";  // "sequence": GSPO
+  TORCH_ARG(std::optional<int64_t>, max_completion_length) = std::nullopt;  // "dr_grpo"
+  TORCH_ARG(at::Tensor, num_items_in_batch) = {};  // "dapo": none, this batch's tokens
+  // linear_grpo_loss only:
+  TORCH_ARG(at::Tensor, bias) = {};
+  TORCH_ARG(double, temperature) = 1.0;
+  TORCH_ARG(std::optional<int64_t>, chunk_size) = std::nullopt;
+};
+
+// GRPO's policy loss on per-token log-probabilities (B, T).
+inline at::Tensor grpo_loss(const at::Tensor& per_token_logps, const at::Tensor& advantages,
+                            const at::Tensor& completion_mask,
+                            const GrpoLossOptions& options = {}) {
+  static const auto handle = detail::op<at::Tensor(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+      const std::optional<at::Tensor>&, double, double, std::optional<double>,
+      std::optional<double>, c10::string_view, c10::string_view, std::optional<int64_t>,
+      const std::optional<at::Tensor>&)>("fusedloss::grpo_loss");
+  return handle.call(per_token_logps, advantages, completion_mask,
+                     detail::optional(options.old_per_token_logps()),
+                     detail::optional(options.ref_per_token_logps()), options.beta(),
+                     options.epsilon_low(), options.epsilon_high(), options.delta(),
+                     options.loss_type(), options.importance_sampling_level(),
+                     options.max_completion_length(),
+                     detail::optional(options.num_items_in_batch()));
+}
+
+// grpo_loss on the log-probabilities of completion_ids (B, T) under the head: input (B, T, H).
+inline at::Tensor linear_grpo_loss(const at::Tensor& input, const at::Tensor& linear_weight,
+                                   const at::Tensor& completion_ids, const at::Tensor& advantages,
+                                   const at::Tensor& completion_mask,
+                                   const GrpoLossOptions& options = {}) {
+  static const auto handle = detail::op<at::Tensor(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+      const std::optional<at::Tensor>&, double, double, double, std::optional<double>,
+      std::optional<double>, c10::string_view, c10::string_view, std::optional<int64_t>,
+      const std::optional<at::Tensor>&, std::optional<int64_t>)>("fusedloss::linear_grpo_loss");
+  return handle.call(input, linear_weight, completion_ids, advantages, completion_mask,
+                     detail::optional(options.old_per_token_logps()),
+                     detail::optional(options.ref_per_token_logps()),
+                     detail::optional(options.bias()), options.temperature(), options.beta(),
+                     options.epsilon_low(), options.epsilon_high(), options.delta(),
+                     options.loss_type(), options.importance_sampling_level(),
+                     options.max_completion_length(),
+                     detail::optional(options.num_items_in_batch()), options.chunk_size());
+}
+
+struct LinearDpoLossOptions {
+  TORCH_ARG(at::Tensor, ref_chosen_logps) = {};  // the reference's sequence log-probs, or
+  TORCH_ARG(at::Tensor, ref_rejected_logps) = {};
+  TORCH_ARG(at::Tensor, ref_input) = {};  // its hidden states and head
+  TORCH_ARG(at::Tensor, ref_weight) = {};
+  TORCH_ARG(at::Tensor, bias) = {};
+  TORCH_ARG(at::Tensor, ref_bias) = {};
+  TORCH_ARG(double, beta) = 0.1;
+  TORCH_ARG(std::string, loss_type) = "sigmoid";
+  TORCH_ARG(double, label_smoothing) = 0.0;
+  TORCH_ARG(double, temperature) = 1.0;
+  TORCH_ARG(std::optional<int64_t>, chunk_size) = std::nullopt;
+};
+
+// dpo_loss from the head: input (2B, T, H), the chosen completions then the rejected ones.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_dpo_loss(
+    const at::Tensor& input, const at::Tensor& linear_weight, const at::Tensor& target,
+    const at::Tensor& completion_mask, const LinearDpoLossOptions& options = {}) {
+  using Opt = const std::optional<at::Tensor>&;
+  static const auto handle = detail::op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, Opt, Opt, Opt,
+      Opt, Opt, Opt, double, c10::string_view, double, double, std::optional<int64_t>)>(
+      "fusedloss::linear_dpo_loss");
+  return handle.call(input, linear_weight, target, completion_mask,
+                     detail::optional(options.ref_chosen_logps()),
+                     detail::optional(options.ref_rejected_logps()),
+                     detail::optional(options.ref_input()), detail::optional(options.ref_weight()),
+                     detail::optional(options.bias()), detail::optional(options.ref_bias()),
+                     options.beta(), options.loss_type(), options.label_smoothing(),
+                     options.temperature(), options.chunk_size());
+}
+
 }  // namespace functional
 }  // namespace fusedloss

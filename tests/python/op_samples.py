@@ -1,6 +1,7 @@
 """A valid call of every public loss op of torch.ops.fusedloss and of the internal ops the metrics
 run, for a batch of any size >= 2: the positional arguments, keyword arguments, and for each
-tensor argument the dimension that is the batch (None: no batch dimension). The export and
+tensor argument the dimension that is the batch (None: no batch dimension; (d, k): dimension d
+holds k times the batch). The export and
 Inductor tests (test_export.py) are driven by this table; test_completeness.py checks that every
 public op is in it."""
 
@@ -40,6 +41,32 @@ def _ctc(b):
     input_lengths = torch.full((b,), T)
     target_lengths = torch.randint(0, S + 1, (b,), generator=g)
     return (log_probs, targets, input_lengths, target_lengths), {}, (1, 0, 0, 0)
+
+
+def _grpo(b):
+    g = _g(b)
+    logps = torch.randn(b, 6, generator=g) - 2
+    mask = torch.rand(b, 6, generator=g) > 0.3
+    return ((logps, torch.randn(b, generator=g), mask, logps + 0.1, logps - 0.1),
+            {"beta": 0.04, "loss_type": "grpo"}, (0, 0, 0, 0, 0))
+
+
+def _linear_grpo(b):
+    g = _g(b)
+    ids = torch.randint(C, (b, 6), generator=g)
+    return ((torch.randn(b, 6, 8, generator=g), torch.randn(C, 8, generator=_g(1)), ids,
+             torch.randn(b, generator=g), torch.rand(b, 6, generator=g) > 0.3),
+            {"loss_type": "bnpo", "chunk_size": 5}, (0, None, 0, 0, 0))
+
+
+def _linear_dpo(b):
+    # The batch is the chosen completions then the rejected ones: 2 * b rows, of 4 tokens (no size
+    # equal to another at the first batch, 3: duck sizing would tie them).
+    g = _g(b)
+    return ((torch.randn(2 * b, 4, 8, generator=g), torch.randn(C, 8, generator=_g(1)),
+             torch.randint(C, (2 * b, 4), generator=g), torch.rand(2 * b, 4, generator=g) > 0.3,
+             torch.randn(b, generator=g), torch.randn(b, generator=g)),
+            {"beta": 0.2}, ((0, 2), None, (0, 2), (0, 2), 0, 0))
 
 
 def _pointwise(target="normal", extra=()):
@@ -96,6 +123,20 @@ SAMPLES = {
                                         torch.randn(C, 8, generator=_g(1)), _classes(b)[1]),
                                        {"chunk_size": 4}, (0, None, 0)),
     "ctc_loss": _ctc,
+    "linear_log_probs": lambda b: ((torch.randn(b, 8, generator=_g(b)),
+                                    torch.randn(C, 8, generator=_g(1)), _classes(b)[1]),
+                                   {"temperature": 0.8, "chunk_size": 4}, (0, None, 0)),
+    "linear_jsd": lambda b: ((torch.randn(b, 8, generator=_g(b)), torch.randn(C, 8, generator=_g(1)),
+                              torch.randn(b, 6, generator=_g(b + 1)), torch.randn(C, 6, generator=_g(2)),
+                              _classes(b)[1]), {"beta": 0.3, "chunk_size": 4}, (0, None, 0, None, 0)),
+    "linear_kl_div": lambda b: ((torch.randn(b, 8, generator=_g(b)),
+                                 torch.randn(C, 8, generator=_g(1)), torch.randn(b, C)), {},
+                                (0, None, 0)),
+    "dpo_loss": lambda b: (tuple(torch.randn(b, generator=_g(b + i)) for i in range(4)),
+                           {"loss_type": "sigmoid"}, (0, 0, 0, 0)),
+    "grpo_loss": _grpo,
+    "linear_dpo_loss": _linear_dpo,
+    "linear_grpo_loss": _linear_grpo,
     # What the metrics run (fusedloss.metrics): counting, moments, threshold histograms.
     "_classification_counts": lambda b: ((_classes(b)[0], _classes(b)[1].clamp(min=0),
                                           "multiclass", C), {}, (0, 0, None, None)),

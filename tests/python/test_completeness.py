@@ -52,6 +52,15 @@ FRONT_ENDS = {
 NO_MODULE = {
     "cross_entropy_with_z_loss": "the (loss, z_loss) pair of cross_entropy, for logging; "
                                  "CrossEntropyLoss is its module",
+    "linear_log_probs": "per-token log-probabilities and entropy, not a loss",
+    "linear_jsd": "takes the student's and the teacher's heads, called as a function",
+    "linear_kl_div": "linear_jsd with beta = 0, called as a function",
+    # Post-training objectives: functions of several named tensors, called as TRL's trainers
+    # compute them; a module would hold nothing but its keyword arguments.
+    "dpo_loss": "a preference objective on sequence log-probabilities, called as a function",
+    "grpo_loss": "an RL objective on per-token log-probabilities, called as a function",
+    "linear_dpo_loss": "dpo_loss from the LM head, called as a function",
+    "linear_grpo_loss": "grpo_loss from the LM head, called as a function",
 }
 NOT_LOSSES = {
     "check_errors": "error control (fusedloss.check_errors), not a loss",
@@ -64,6 +73,13 @@ NOT_LOSSES = {
 OWN_TEST_MODULE = {
     "linear_cross_entropy": "test_linear_cross_entropy.py (its call takes a weight matrix)",
     "ctc_loss": "test_ctc_loss.py (its call takes targets and lengths)",
+    "linear_log_probs": "test_post_training.py (the post-training heads)",
+    "linear_jsd": "test_post_training.py (the post-training heads)",
+    "linear_kl_div": "test_post_training.py (the post-training heads)",
+    "dpo_loss": "test_post_training.py (the post-training heads)",
+    "grpo_loss": "test_post_training.py (the post-training heads)",
+    "linear_dpo_loss": "test_post_training.py (the post-training heads)",
+    "linear_grpo_loss": "test_post_training.py (the post-training heads)",
 }
 TEST_MODULES = ["test_regression_losses", "test_binary_losses", "test_multiclass_losses",
                 "test_embedding_losses", "test_multilabel_margin", "test_distillation",

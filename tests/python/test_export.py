@@ -48,7 +48,8 @@ def outputs(value):
 def test_export_with_a_dynamic_batch(name, device):
     tensors, dims, call = split(SAMPLES[name](BATCHES[0]), device)
     batch = torch.export.Dim("batch", min=2, max=4096)
-    shapes = tuple({d: batch} if d is not None else None for d in dims)
+    shapes = tuple(None if d is None else {d[0]: d[1] * batch} if isinstance(d, tuple) else {d: batch}
+                   for d in dims)
     program = torch.export.export(OpCall(name, call), tuple(tensors), dynamic_shapes=(shapes,))
     module = program.module()
     for b in BATCHES:
