@@ -127,6 +127,21 @@ def test_python_examples_run(tmp_path):
     assert last < first / 2
 
 
+def test_grpo_example_learns_to_count(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (tools/install_deps.sh installs it)")
+    pytest.importorskip("tqdm", reason="tqdm not installed (tools/install_deps.sh installs it)")
+    # A short run (the README's figures are from the default 150 steps): the reward of a random
+    # policy is about 1/16; after 40 GRPO steps it is several times that.
+    plot = tmp_path / "grpo.png"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "python", "grpo_tiny_lm.py"),
+                          "--steps", "40", "--out", str(plot)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert plot.stat().st_size > 10_000
+    line = next(line for line in out.stdout.splitlines() if line.startswith("mean reward: first 10 steps "))
+    first, last = (float(v) for v in line[len("mean reward: first 10 steps "):].split(", last 10 steps "))
+    assert first < 0.2 and last > first + 0.25
+
+
 def test_multiclass_example_runs_and_smoothing_curbs_overconfidence(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib not installed (tools/install_deps.sh installs it)")
     pytest.importorskip("tqdm", reason="tqdm not installed (tools/install_deps.sh installs it)")
