@@ -1,11 +1,12 @@
 """The GPU benchmark (lent H200): fusedloss vs torch eager vs torch.compile, forward+backward, in
 one run, against dst.copy_(src) of the same size measured in the run.
 
-    python benchmarks/bench_gpu.py [--quick] [--only cross_entropy|linear|first_steps|pointwise]...
+    python benchmarks/bench_gpu.py [--quick] [--only cross_entropy|linear|...|post_training]...
                                    [--budget-seconds 420]
 
 Sections: cross entropy (3 shapes, bf16 and fp32), linear cross entropy (N=8192, H=4096,
-V=128256), the first steps of fresh processes, the pointwise losses (64M, 16M), CTC (two shapes). A failing section
+V=128256), the first steps of fresh processes, the pointwise losses (64M, 16M), CTC (two shapes), the RL head
+(log-probs + entropy, N=4096, H=2048, V=128256, bf16). A failing section
 prints its error and the others run; what the budget does not allow is skipped with a note.
 Writes benchmarks/results/gpu_<section>.md/.csv and a summary table last (gpu_summary.md).
 """
@@ -29,7 +30,7 @@ from common import (MiB, Budget, copy_bytes_per_second, field, free,  # noqa: E4
                     machine_description, measure_steps, ms, peak_mib, ratio, short, synchronize,
                     write_results)
 
-SECTIONS = ["cross_entropy", "linear", "first_steps", "pointwise", "ctc"]  # run in this order
+SECTIONS = ["cross_entropy", "linear", "first_steps", "pointwise", "ctc", "post_training"]  # run in this order
 FUSED, EAGER, COMPILE = "fusedloss", "torch eager", "torch.compile"
 three = (FUSED, EAGER, COMPILE)
 compiled = functools.partial(torch.compile, dynamic=False)  # a graph per shape and dtype
@@ -236,6 +237,32 @@ def section_ctc(args, budget, FL, summary):
         yield row
         del inputs, res
         free(args.device)
+
+
+
+def section_post_training(args, budget, FL, summary):
+    """An RL step's head in bfloat16 (bench_post_training.py): per-token log-probabilities and
+    entropy from hidden states and the LM head, fused against torch's unfused path (bf16 logits,
+    log_softmax in float32), eager and compiled. Peak as for linear cross entropy."""
+    from bench_post_training import fused, problem, unfused
+    shape = (256, 64, 1000) if args.smoke else (4096, 2048, 128256)
+    if not budget.allows(60, "post-training head"):
+        return
+    x, w, t, adv = problem(shape, args.device)
+    variants = {FUSED: fused} if FL else {}
+    variants.update({EAGER: unfused, COMPILE: compiled(unfused)})
+    res = measure_steps(variants, [x, w], lambda fn: fn(x, w, t, adv), *args.timing)
+    grads = x.nbytes + w.nbytes
+    case = "N x H x V = " + "x".join(map(str, shape))
+    for name in variants:
+        row = {"case": case, "method": name, "ms per step": ms(res, name),
+               "vs fusedloss": ratio(res, name, FUSED) if FL else "-",
+               "peak MiB above inputs": field(res, name, peak_mib),
+               "above inputs and gradients MiB": field(res, name, lambda r: peak_mib(r, grads)),
+               "loss": field(res, name, lambda r: f"{r['loss']:.4f}")}
+        summary.append(("post-training", name, f"{row['ms per step']} ms, "
+                        f"{row['above inputs and gradients MiB']} MiB above inputs and gradients"))
+        yield row
 
 
 def main():
