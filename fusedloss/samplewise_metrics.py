@@ -22,13 +22,25 @@ def _probabilities(preds: Tensor) -> Tensor:
     return torch.where(logits, preds.sigmoid(), preds)
 
 
+def _check_shapes(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int]) -> None:
+    """Every position of preds pairs with one of target: the same shape, but for multiclass scores,
+    whose dim 1 holds the classes. A check of dim 0 alone would let a reshape pair them wrongly."""
+    class_scores = task == "multiclass" and preds.is_floating_point()
+    expected = (preds.shape[:1] + preds.shape[2:]) if class_scores else preds.shape
+    if preds.dim() < (2 if class_scores else 1) or target.shape != expected:
+        wanted = "preds (N, C, ...) and target (N, ...)" if class_scores else "preds and target of the same shape (N, ...)"
+        raise ValueError(f"fusedloss.metrics: samplewise needs {wanted}, got preds {tuple(preds.shape)} and "
+                         f"target {tuple(target.shape)}")
+    if class_scores and num_classes is not None and preds.shape[1] != num_classes:
+        raise ValueError(f"fusedloss.metrics: multiclass preds need num_classes={num_classes} scores in dim 1, got "
+                         f"preds {tuple(preds.shape)}")
+
+
 def counts(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int], num_labels: Optional[int],
            threshold: float, ignore_index: Optional[int]) -> Tuple[Counts, Tensor]:
     """((tp, fp, tn, fn), each (N, C) int64: C = 1 (binary), num_classes or num_labels; and the
     count of targets that are not labels nor ignore_index, a device tensor)."""
-    if preds.dim() < 1 or preds.shape[0] != target.shape[0]:
-        raise ValueError(f"fusedloss.metrics: samplewise needs preds and target with one sample per row, got "
-                         f"{tuple(preds.shape)} and {tuple(target.shape)}")
+    _check_shapes(preds, target, task, num_classes)
     if task == "binary":
         predicted = (_probabilities(preds) > threshold) if preds.is_floating_point() else preds.bool()
         predicted, target = predicted.reshape(len(target), -1, 1), target.reshape(len(target), -1, 1)

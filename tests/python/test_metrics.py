@@ -412,6 +412,19 @@ def test_samplewise_matches_torchmetrics():
         M.accuracy(preds, target, "multiclass", num_classes=5, multidim_average="per_sample")
 
 
+def test_samplewise_rejects_preds_and_target_that_do_not_pair_position_by_position():
+    # Same element count per sample, different layout: a reshape would pair them silently wrongly.
+    with pytest.raises(ValueError, match=r"same shape \(N, ...\), got preds \(4, 3, 4\) and target \(4, 12\)"):
+        M.accuracy(torch.rand(4, 3, 4), torch.randint(0, 2, (4, 12)), "binary", multidim_average="samplewise")
+    with pytest.raises(ValueError, match=r"preds \(N, C, ...\) and target \(N, ...\), got preds \(4, 5, 6\) and "
+                                         r"target \(4, 3, 2\)"):
+        M.accuracy(torch.rand(4, 5, 6), torch.randint(0, 5, (4, 3, 2)), "multiclass", num_classes=5,
+                   multidim_average="samplewise")
+    with pytest.raises(ValueError, match=r"num_classes=5 scores in dim 1, got preds \(4, 6, 3\)"):
+        M.f1_score(torch.rand(4, 6, 3), torch.randint(0, 5, (4, 3)), "multiclass", num_classes=5,
+                   multidim_average="samplewise")
+
+
 def test_samplewise_weighted_stat_scores_weigh_each_sample_by_its_own_support():
     g = torch.Generator().manual_seed(12)
     preds = torch.rand(4, 3, 6, generator=g)
