@@ -31,8 +31,10 @@ def _check(task: str, n_bins: int, norm: str, num_classes: Optional[int]) -> Non
 
 
 def _confidence_and_accuracy(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int],
-                             ignore_index: Optional[int]) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per sample: confidence, accuracy (0/1) and weight (0 for an ignored target)."""
+                             ignore_index: Optional[int]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per sample: confidence, accuracy (0/1) and weight (0 for an ignored target); and the count
+    of targets that are not labels (0/1; a class in [0, num_classes)) nor ignore_index, a device
+    tensor (no read-back here: the error is raised where the value is computed)."""
     if preds.is_floating_point() is False:
         raise ValueError(f"preds must hold float scores, got {preds.dtype}")
     if target.is_floating_point():
@@ -51,6 +53,7 @@ def _confidence_and_accuracy(preds: Tensor, target: Tensor, task: str, num_class
         scores, target = scores.reshape(-1), target.reshape(-1)
         confidence = torch.where(logits, scores.sigmoid(), scores)
         accuracy = target
+        label = (target == 0) | (target == 1)
     else:
         if preds.dim() != 2 or preds.shape[1] != num_classes or target.shape != preds.shape[:1]:
             raise ValueError(f"multiclass expects preds (N, {num_classes}) and target (N), got preds of shape "
@@ -58,23 +61,31 @@ def _confidence_and_accuracy(preds: Tensor, target: Tensor, task: str, num_class
         logits = (outside.any(1) & kept).any()
         confidence, predicted = torch.where(logits, scores.softmax(1), scores).max(1)
         accuracy = predicted.eq(target)
+        label = (target >= 0) & (target < num_classes)
+    invalid = (~label & kept.reshape(label.shape)).sum()
     weight = target.ne(ignore_index) if ignore_index is not None else torch.ones_like(confidence)
-    return confidence, accuracy.double(), weight.double()
+    return confidence, accuracy.double(), weight.double(), invalid
 
 
 def _bin_sums(preds: Tensor, target: Tensor, task: str, n_bins: int, num_classes: Optional[int],
-              ignore_index: Optional[int]) -> Tensor:
-    """(3, n_bins + 1) float64: per bin, the count, the summed confidence, the summed accuracy."""
-    confidence, accuracy, weight = _confidence_and_accuracy(preds, target, task, num_classes, ignore_index)
+              ignore_index: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """(3, n_bins + 1) float64: per bin, the count, the summed confidence, the summed accuracy; and
+    the count of targets that are not labels nor ignore_index."""
+    confidence, accuracy, weight, invalid = _confidence_and_accuracy(preds, target, task, num_classes,
+                                                                     ignore_index)
     boundaries = torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype, device=confidence.device)
     bins = (torch.bucketize(confidence, boundaries, right=True) - 1).clamp(0, n_bins)
     sums = torch.zeros(3, n_bins + 1, dtype=torch.float64, device=confidence.device)
     for row, values in enumerate((weight, confidence.double() * weight, accuracy * weight)):
         sums[row].scatter_add_(0, bins, values)
-    return sums
+    return sums, invalid
 
 
-def _error(sums: Tensor, norm: str) -> Tensor:
+def _error(sums: Tensor, invalid: Tensor, norm: str) -> Tensor:
+    bad = int(invalid)
+    if bad:
+        raise ValueError(f"fusedloss.metrics: calibration_error: {bad} targets were not labels (0/1, or a class "
+                         f"in [0, num_classes)) nor ignore_index")
     count, confidence, accuracy = sums
     gap = torch.nan_to_num(accuracy / count) - torch.nan_to_num(confidence / count)
     share = count / count.sum()
@@ -90,14 +101,14 @@ def calibration_error(preds: Tensor, target: Tensor, task: str, n_bins: int = 15
     """Expected ('l1'), maximum ('max') or root-mean-square ('l2') calibration error, as
     torchmetrics' calibration_error (float64)."""
     _check(task, n_bins, norm, num_classes)
-    return _error(_bin_sums(preds, target, task, n_bins, num_classes, ignore_index), norm)
+    return _error(*_bin_sums(preds, target, task, n_bins, num_classes, ignore_index), norm)
 
 
 class CalibrationError(StreamingState):
     """Streaming calibration error: the per-bin sums are a buffer (.to(), state_dict);
     update / compute / reset / merge / sync / forward (the batch's value, also accumulated)."""
 
-    _additive_buffers = ("bin_sums",)
+    _additive_buffers = ("bin_sums", "invalid")
 
     def __init__(self, task: str, n_bins: int = 15, norm: str = "l1", num_classes: Optional[int] = None,
                  ignore_index: Optional[int] = None) -> None:
@@ -106,25 +117,29 @@ class CalibrationError(StreamingState):
         self.task, self.n_bins, self.norm = task, n_bins, norm
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.register_buffer("bin_sums", torch.zeros(3, n_bins + 1, dtype=torch.float64))
+        self.register_buffer("invalid", torch.zeros((), dtype=torch.long))
 
     def _state_key(self):
         return ("calibration", self.task, self.n_bins, self.num_classes, self.ignore_index)
 
-    def _batch_state(self, preds: Tensor, target: Tensor) -> Tensor:
+    def _batch_state(self, preds: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
         return _bin_sums(preds, target, self.task, self.n_bins, self.num_classes, self.ignore_index)
 
-    def _add_batch_state(self, state: Tensor) -> None:
-        self.bin_sums += state.to(self.bin_sums.device)
+    def _add_batch_state(self, state: Tuple[Tensor, Tensor]) -> None:
+        self.bin_sums += state[0].to(self.bin_sums.device)
+        self.invalid += state[1].to(self.invalid.device)
 
-    def _batch_value(self, state: Tensor) -> Tensor:
-        return _error(state, self.norm)
+    def _batch_value(self, state: Tuple[Tensor, Tensor]) -> Tensor:
+        return _error(*state, self.norm)
 
     def merge(self, other: "CalibrationError") -> "CalibrationError":
         self.bin_sums += other.bin_sums.to(self.bin_sums.device)
+        self.invalid += other.invalid.to(self.invalid.device)
         return self
 
     def reset(self) -> None:
         self.bin_sums.zero_()
+        self.invalid.zero_()
 
     def compute(self) -> Tensor:
-        return _error(self.bin_sums, self.norm)
+        return _error(self.bin_sums, self.invalid, self.norm)

@@ -266,6 +266,23 @@ def test_calibration_error_matches_torchmetrics(norm, logits):
         M.CalibrationError("binary", norm="l3")
 
 
+def test_calibration_error_refuses_targets_that_are_not_labels():
+    preds, target = binary_data()
+    target = target.clamp_min(0)
+    bad = torch.where(torch.arange(500) == 3, 2, target)
+    with pytest.raises(ValueError, match=r"calibration_error: 1 targets were not labels \(0/1"):
+        M.calibration_error(preds, bad, "binary")
+    M.calibration_error(preds, torch.where(torch.arange(500) == 3, -1, target), "binary", ignore_index=-1)
+    streaming = M.CalibrationError("multiclass", num_classes=4)
+    streaming.update(torch.rand(3, 4), torch.tensor([1, 0, 1]))
+    streaming.update(torch.rand(3, 4), torch.tensor([4, -1, 1]))  # no read-back in update
+    with pytest.raises(ValueError, match="calibration_error: 2 targets were not labels"):
+        streaming.compute()
+    streaming.reset()
+    streaming.update(torch.rand(3, 4), torch.tensor([1, 0, 3]))
+    assert torch.isfinite(streaming.compute())
+
+
 def test_metric_collection_shares_one_pass_per_state(monkeypatch):
     preds, target = binary_data()
     target = target.clamp_min(0)
