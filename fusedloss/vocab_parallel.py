@@ -53,10 +53,23 @@ def _waited(tensor: Tensor) -> Tensor:
     return funcol.wait_tensor(tensor) if hasattr(funcol, "wait_tensor") else tensor
 
 
+def _logical_shift(x: Tensor, bits: int) -> Tensor:
+    return (x >> bits) & ((1 << (64 - bits)) - 1)  # >> on int64 copies the sign bit
+
+
+def _mixed(x: Tensor) -> Tensor:
+    """SplitMix64's finalizer in wrapping int64 arithmetic: nearby keys map to unrelated values."""
+    x = (x ^ _logical_shift(x, 30)) * -0x40A7B892E31B1A47  # 0xBF58476D1CE4E5B9 as a signed int64
+    x = (x ^ _logical_shift(x, 27)) * -0x6B2FB644ECCEEE15  # 0x94D049BB133111EB
+    return x ^ _logical_shift(x, 31)
+
+
 def _shape_and_targets(rows: int, classes: int, target: Tensor) -> Tensor:
-    """(rows, classes, a fingerprint of the targets): what the ranks must agree on, or learn."""
+    """(rows, classes, a fingerprint of the targets): what the ranks must agree on, or learn. The
+    fingerprint is a sum of hashes of (target, position): target lists that differ anywhere (a
+    value, or two values swapped) give different sums but with a chance of about 2^-64."""
     position = torch.arange(target.numel(), device=target.device)
-    fingerprint = ((target + 7) * (position % 1009 + 1)).sum()
+    fingerprint = _mixed(target.long() * (1 << 32) + position).sum()
     size = torch.tensor([rows, classes], dtype=torch.int64, device=target.device)
     return torch.cat([size, fingerprint.view(1)])
 

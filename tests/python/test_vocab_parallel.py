@@ -319,3 +319,19 @@ def test_shard_kernels_do_not_wait_for_the_gpu():
         torch.ops.fusedloss._vocab_shard_gradient(logits, target, q, cap, lse, p, qs, ts)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_target_fingerprint_tells_apart_swaps_and_small_changes():
+    # What the ranks compare to agree on the targets: an order-sensitive hash, not a checksum that
+    # two swapped targets (or changes that cancel out) leave unchanged.
+    torch.manual_seed(0)
+    target = torch.randint(0, 50000, (4096,))
+    target[1009] = target[0] + 1
+    swapped = target.clone()
+    swapped[0], swapped[1009] = target[1009], target[0]
+    cancelling = target.clone()
+    cancelling[5] += 1
+    cancelling[6] -= 1
+    prints = {int(vocab_parallel._shape_and_targets(4096, 10, t)[2]) for t in (target, swapped, cancelling)}
+    assert len(prints) == 3
+    assert int(vocab_parallel._shape_and_targets(4096, 10, target.clone())[2]) in prints  # deterministic
