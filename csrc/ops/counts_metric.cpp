@@ -7,18 +7,13 @@
 #include <torch/library.h>
 
 #include "ops/arguments.h"
+#include "ops/zero_division.h"
 
 namespace fusedloss {
 namespace ops {
 namespace {
 
 using at::Tensor;
-
-Tensor divide(const Tensor& num, const Tensor& den, double zero_division) {
-  const Tensor d = den.to(at::kDouble);
-  return at::where(d.ne(0), num.to(at::kDouble) / at::where(d.ne(0), d, at::ones_like(d)),
-                   at::full({}, zero_division, d.options()));
-}
 
 // multiclass: accuracy is tp / (tp + fn) and 'macro' skips the classes absent from counts
 // (tp + fp + fn = 0), as torchmetrics' multiclass; otherwise (binary, multilabel) accuracy counts
@@ -38,22 +33,22 @@ Tensor metric_of_counts(const Tensor& tp_in, const Tensor& fp_in, const Tensor& 
   if (average == "micro") tp = tp.sum(-1), fp = fp.sum(-1), tn = tn.sum(-1), fn = fn.sum(-1);
   Tensor score;
   if (metric == "accuracy") {
-    score = multiclass ? divide(tp, tp + fn, 0.0) : divide(tp + tn, tp + tn + fp + fn, 0.0);
+    score = multiclass ? divide_or(tp, tp + fn, 0.0) : divide_or(tp + tn, tp + tn + fp + fn, 0.0);
   } else if (metric == "precision") {
-    score = divide(tp, tp + fp, zero_division);
+    score = divide_or(tp, tp + fp, zero_division);
   } else if (metric == "recall") {
-    score = divide(tp, tp + fn, zero_division);
+    score = divide_or(tp, tp + fn, zero_division);
   } else {
     TORCH_CHECK_VALUE(metric == "fbeta", "fusedloss.metrics: unknown metric '", metric, "'");
     const double b2 = beta * beta;
-    score = divide((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, zero_division);
+    score = divide_or((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, zero_division);
   }
   if (average == "micro" || average == "none") return score;
   Tensor weights = average == "weighted" ? (tp + fn).to(at::kDouble) : at::ones_like(score);
   if (average == "macro" && multiclass) {
     weights = at::where((tp + fp + fn).eq(0), at::zeros_like(weights), weights);
   }
-  return divide(weights * score, weights.sum(-1, true), 0.0).sum(-1);
+  return divide_or(weights * score, weights.sum(-1, true), 0.0).sum(-1);
 }
 
 Tensor counts_metric(const Tensor& tp, const Tensor& fp, const Tensor& tn, const Tensor& fn,

@@ -14,6 +14,7 @@
 
 #include "kernels/metric_counts.h"
 #include "ops/arguments.h"
+#include "ops/zero_division.h"
 
 namespace fusedloss {
 namespace ops {
@@ -172,10 +173,6 @@ std::tuple<Tensor, Tensor, Tensor> classification_counts_meta(
   return {at::empty({C, C}, counts), at::empty({C}, counts), at::empty({}, counts)};
 }
 
-Tensor safe_divide(const Tensor& num, const Tensor& den, double zero_division) {
-  return at::where(den.ne(0), num.div(den), at::full({}, zero_division, num.options()));
-}
-
 // torchmetrics' averaging of per-class scores: 'none' keeps them; 'weighted' by support;
 // 'macro' over the classes that occur (in target or predictions; for top-k: in target).
 Tensor average_classes(const Tensor& score, c10::string_view average, const Tensor& tp,
@@ -188,7 +185,7 @@ Tensor average_classes(const Tensor& score, c10::string_view average, const Tens
     const Tensor occurs = top_k == 1 ? tp.add(fp).add(fn).ne(0) : tp.add(fn).ne(0);
     weights = occurs.to(score.scalar_type());
   }
-  return safe_divide(weights.mul(score), weights.sum(), 0.0).sum();
+  return divide_or(weights.mul(score), weights.sum(), 0.0).sum();
 }
 
 Tensor metric_of_counts(const Tensor& confusion, const Tensor& top_k_hits, c10::string_view metric,
@@ -218,28 +215,28 @@ Tensor metric_of_counts(const Tensor& confusion, const Tensor& top_k_hits, c10::
                     ": top_k > 1 is supported by multiclass accuracy only");
   Tensor score;
   if (metric == "accuracy") {
-    if (binary) return safe_divide(tp.add(tn), m.sum(), 0.0).to(at::kFloat);
+    if (binary) return divide_or(tp.add(tn), m.sum(), 0.0).to(at::kFloat);
     const Tensor hits = top_k_hits.to(at::kDouble);
     const Tensor support = tp.add(fn);
-    if (average == "micro") return safe_divide(hits.sum(), support.sum(), 0.0).to(at::kFloat);
+    if (average == "micro") return divide_or(hits.sum(), support.sum(), 0.0).to(at::kFloat);
     // For top-k, tp is the hits and fn the misses of the target class.
     const Tensor tp_k = top_k == 1 ? tp : hits;
-    score = safe_divide(hits, support, 0.0);
+    score = divide_or(hits, support, 0.0);
     return average_classes(score, average, tp_k, fp, support.sub(tp_k), top_k).to(at::kFloat);
   }
   if (metric == "precision" || metric == "recall") {
     const Tensor& other = metric == "precision" ? fp : fn;
     if (binary || average == "micro") {
       const Tensor t = binary ? tp : tp.sum(), o = binary ? other : other.sum();
-      return safe_divide(t, t.add(o), zero_division).to(at::kFloat);
+      return divide_or(t, t.add(o), zero_division).to(at::kFloat);
     }
-    score = safe_divide(tp, tp.add(other), zero_division);
+    score = divide_or(tp, tp.add(other), zero_division);
   } else {
     TORCH_CHECK_VALUE(metric == "fbeta", "fusedloss.metrics: unknown metric '", metric, "'");
     TORCH_CHECK_VALUE(beta > 0, "fusedloss.metrics.fbeta_score: beta must be > 0, got ", beta);
     const double b2 = beta * beta;
     const auto f = [&](const Tensor& t, const Tensor& p, const Tensor& n) {
-      return safe_divide(t.mul(1 + b2), t.mul(1 + b2).add(n.mul(b2)).add(p), zero_division);
+      return divide_or(t.mul(1 + b2), t.mul(1 + b2).add(n.mul(b2)).add(p), zero_division);
     };
     if (binary) return f(tp, fp, fn).to(at::kFloat);
     if (average == "micro") return f(tp.sum(), fp.sum(), fn.sum()).to(at::kFloat);
@@ -279,7 +276,7 @@ using PartitionsFn = int64_t (*)(int64_t);
 Tensor merge_moments(const Tensor& parts) {
   const Tensor n_i = parts.select(-1, kCount), mean_i = parts.select(-1, kTargetMean);
   const Tensor n = n_i.sum(0);
-  const Tensor mean = safe_divide(n_i.mul(mean_i).sum(0), n, 0.0);
+  const Tensor mean = divide_or(n_i.mul(mean_i).sum(0), n, 0.0);
   const Tensor m2 =
       parts.select(-1, kTargetM2).sum(0).add(n_i.mul(mean_i.sub(mean.unsqueeze(0)).pow(2)).sum(0));
   return at::stack({n, mean, m2, parts.select(-1, kSquaredError).sum(0),
