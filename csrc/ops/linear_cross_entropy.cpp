@@ -197,11 +197,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   const Tensor row_loss = at::empty({rows}, acc_options);
   const Tensor row_z_loss = z_loss != 0 ? at::empty({rows}, acc_options) : Tensor();
 
-  // Gradients of the parameters accumulate over chunks, in float32 for half-precision weights.
-  const auto param_acc = at::isReducedFloatingType(dtype) ? acc_options : input.options();
-  Tensor gx = grad_input ? at::empty({input_rows, hidden}, input.options()) : Tensor();
-  Tensor gw = grad_weight ? at::zeros({per_input * vocab, hidden}, param_acc) : Tensor();
-  Tensor gb = grad_bias ? at::zeros({per_input * vocab}, param_acc) : Tensor();
+  HeadGradients grads(input_rows, hidden, per_input * vocab, input.options(), grad_input,
+                      grad_weight, grad_bias);
 
   const int64_t chunk = std::min<int64_t>(
       std::max<int64_t>(input_rows, 1),
@@ -233,18 +230,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
                           .to(dtype)
                           .unsqueeze(1));
     }
-    if (grad_input) {
-      Tensor rows_of_gx = gx.narrow(0, start, len);  // contiguous: written in place
-      at::mm_out(rows_of_gx, logits, w);
-    }
-    if (grad_weight) {
-      if (gw.scalar_type() == dtype) {
-        gw.addmm_(logits.t(), xc);
-      } else {
-        gw.add_(at::mm(logits.t(), xc));  // one rounding per chunk, accumulated in float32
-      }
-    }
-    if (grad_bias) gb.add_(logits.sum(0, /*keepdim=*/false, gb.scalar_type()));
+    grads.add_chunk(logits, xc, w, start);
   }
 
   const auto loss_shape = C10_AS_INTARRAYREF_SLOW(p.loss_shape);
@@ -252,9 +238,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   const auto empty = [&] { return at::empty({0}, input.options()); };
   return {loss,
           z,
-          grad_input ? gx.view(input.sizes()) : empty(),
-          grad_weight ? classes_first(gw.to(dtype), out_features, vocab) : empty(),
-          grad_bias ? classes_first(gb.to(dtype), out_features, vocab) : empty(),
+          grad_input ? grads.input().view(input.sizes()) : empty(),
+          grad_weight ? classes_first(grads.weight(), out_features, vocab) : empty(),
+          grad_bias ? classes_first(grads.bias(), out_features, vocab) : empty(),
           backward_scale(reduction, fold, d, acc_options)};
 }
 

@@ -5,6 +5,7 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/Device.h>
 
 #include <algorithm>
@@ -58,6 +59,39 @@ Tensor chunk_logits(const Tensor& xc, const Tensor& w_t, const std::optional<Ten
   }
   return logits;
 }
+
+HeadGradients::HeadGradients(int64_t rows, int64_t hidden, int64_t vocab,
+                             const at::TensorOptions& options, bool input, bool weight, bool bias)
+    : options_(options) {
+  const bool half = at::isReducedFloatingType(options.dtype().toScalarType());
+  const auto sums = half ? options.dtype(at::kFloat) : options;
+  if (input) input_ = at::empty({rows, hidden}, options);
+  if (weight) weight_ = at::zeros({vocab, hidden}, sums);
+  if (bias) bias_ = at::zeros({vocab}, sums);
+}
+
+void HeadGradients::add_chunk(const Tensor& g, const Tensor& xc, const Tensor& weight,
+                              int64_t start) {
+  if (input_.defined()) {
+    Tensor rows = input_.narrow(0, start, g.size(0));  // contiguous: written in place
+    at::mm_out(rows, g, weight);
+  }
+  if (weight_.defined()) {
+    if (weight_.scalar_type() == g.scalar_type()) {
+      weight_.addmm_(g.t(), xc);
+    } else {
+      weight_.add_(at::mm(g.t(), xc));
+    }
+  }
+  if (bias_.defined()) bias_.add_(g.sum(0, /*keepdim=*/false, bias_.scalar_type()));
+}
+
+Tensor HeadGradients::none() const { return at::empty({0}, options_); }
+Tensor HeadGradients::input() const { return input_.defined() ? input_ : none(); }
+Tensor HeadGradients::weight() const {
+  return weight_.defined() ? weight_.to(options_.dtype()) : none();
+}
+Tensor HeadGradients::bias() const { return bias_.defined() ? bias_.to(options_.dtype()) : none(); }
 
 }  // namespace ops
 }  // namespace fusedloss

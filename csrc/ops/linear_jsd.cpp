@@ -143,11 +143,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
   const Tensor row_loss = at::empty({rows}, acc_options);
   const Tensor scale_rows =
       row_grad_scale.has_value() ? row_grad_scale->reshape({rows}).to(dtype) : Tensor();
-  const auto param_options =
-      input.options().dtype(at::isReducedFloatingType(dtype) ? acc_dtype : dtype);
-  Tensor gx = grad_input ? at::empty({rows, hidden}, input.options()) : Tensor();
-  Tensor gw = grad_weight ? at::zeros({vocab, hidden}, param_options) : Tensor();
-  Tensor gb = grad_bias ? at::zeros({vocab}, param_options) : Tensor();
+  HeadGradients grads(rows, hidden, vocab, input.options(), grad_input, grad_weight, grad_bias);
   const bool any_grad = grad_input || grad_weight || grad_bias;
   const int64_t chunk = std::min<int64_t>(
       std::max<int64_t>(rows, 1),
@@ -169,18 +165,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
     if (!any_grad) continue;
     const Tensor& g = o.student;
     if (scale_rows.defined()) g.mul_(scale_rows.narrow(0, start, len).unsqueeze(1));
-    if (grad_input) {
-      Tensor rows_of_gx = gx.narrow(0, start, len);
-      at::mm_out(rows_of_gx, g, linear_weight);
-    }
-    if (grad_weight) {
-      if (gw.scalar_type() == dtype) {
-        gw.addmm_(g.t(), xc);
-      } else {
-        gw.add_(at::mm(g.t(), xc));  // one rounding per chunk, accumulated in float32
-      }
-    }
-    if (grad_bias) gb.add_(g.sum(0, /*keepdim=*/false, gb.scalar_type()));
+    grads.add_chunk(g, xc, linear_weight, start);
   }
   // 'mean': over the rows not ignored (all rows without labels); 0 of them gives NaN, as torch.
   Tensor loss, scale;
@@ -195,9 +180,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_on_device(
     loss = (mean ? total.div(counted) : total).to(dtype);
     scale = mean ? counted.reciprocal().to(acc_dtype) : at::full({}, 1.0, acc_options);
   }
-  const auto empty = [&] { return at::empty({0}, input.options()); };
-  return {loss, grad_input ? gx.view(input.sizes()) : empty(),
-          grad_weight ? gw.to(dtype) : empty(), grad_bias ? gb.to(dtype) : empty(), scale};
+  return {loss, grad_input ? grads.input().view(input.sizes()) : grads.input(), grads.weight(),
+          grads.bias(), scale};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_meta(

@@ -140,12 +140,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_on_device(
   const Tensor t = target.reshape({rows}).contiguous();
   const Tensor gl = flat(grad_log_probs), gh = flat(grad_entropy);
   const Tensor h = entropy.reshape({rows}).contiguous(), lse = log_sum_exp.reshape({rows}).contiguous();
-  // Gradients of the parameters accumulate over chunks, in float32 for half-precision weights.
-  const auto param_options =
-      input.options().dtype(at::isReducedFloatingType(dtype) ? acc_dtype : dtype);
-  Tensor gx = grad_input ? at::zeros({rows, hidden}, input.options()) : Tensor();
-  Tensor gw = grad_weight ? at::zeros({vocab, hidden}, param_options) : Tensor();
-  Tensor gb = grad_bias ? at::zeros({vocab}, param_options) : Tensor();
+  HeadGradients grads(rows, hidden, vocab, input.options(), grad_input, grad_weight, grad_bias);
   const LogProbsSpec spec{temperature, ignore_index};
   const int64_t chunk = chunk_rows(input, rows, vocab, chunk_size);
   const Tensor w_t = linear_weight.t();
@@ -162,23 +157,10 @@ std::tuple<Tensor, Tensor, Tensor> backward_on_device(
     if (gl.defined()) o.grad_log_probs = gl.narrow(0, start, len);
     if (gh.defined()) o.grad_entropy = gh.narrow(0, start, len);
     engine(spec, o);
-    const Tensor& g = o.grad_input;
-    if (grad_input) {
-      Tensor rows_of_gx = gx.narrow(0, start, len);
-      at::mm_out(rows_of_gx, g, linear_weight);
-    }
-    if (grad_weight) {
-      if (gw.scalar_type() == dtype) {
-        gw.addmm_(g.t(), xc);
-      } else {
-        gw.add_(at::mm(g.t(), xc));  // one rounding per chunk, accumulated in float32
-      }
-    }
-    if (grad_bias) gb.add_(g.sum(0, /*keepdim=*/false, gb.scalar_type()));
+    grads.add_chunk(o.grad_input, xc, linear_weight, start);
   }
-  const auto empty = [&] { return at::empty({0}, input.options()); };
-  return {grad_input ? gx.view(input.sizes()) : empty(), grad_weight ? gw.to(dtype) : empty(),
-          grad_bias ? gb.to(dtype) : empty()};
+  return {grad_input ? grads.input().view(input.sizes()) : grads.input(), grads.weight(),
+          grads.bias()};
 }
 
 std::tuple<Tensor, Tensor, Tensor> forward_meta(const Tensor& input, const Tensor& linear_weight,
