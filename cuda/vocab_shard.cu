@@ -80,16 +80,6 @@ __global__ void __launch_bounds__(kRowThreads) shard_gradient(GradientRows<scala
   }
 }
 
-template <typename Visit>
-void dispatch_flags(bool cap, bool smooth, Visit visit) {
-  if (cap) {
-    smooth ? visit(std::true_type{}, std::true_type{}) : visit(std::true_type{}, std::false_type{});
-  } else {
-    smooth ? visit(std::false_type{}, std::true_type{})
-           : visit(std::false_type{}, std::false_type{});
-  }
-}
-
 }  // namespace
 
 at::Tensor vocab_shard_stats_kernel(const VocabShardOperands& o) {
@@ -103,7 +93,7 @@ at::Tensor vocab_shard_stats_kernel(const VocabShardOperands& o) {
         if (N == 0) return;
         const acc* q = o.smoothing.defined() ? o.smoothing.const_data_ptr<acc>() : nullptr;
         const auto stream = at::cuda::getCurrentCUDAStream();
-        dispatch_flags(o.softcap > 0, q != nullptr, [&](auto kCap, auto kSmooth) {
+        formulas::with_shard_flags(o.softcap > 0, q != nullptr, [&](auto kCap, auto kSmooth) {
           shard_stats<scalar_t, decltype(kCap)::value, decltype(kSmooth)::value>
               <<<N, kRowThreads, 0, stream>>>(o.logits.const_data_ptr<scalar_t>(),
                                                o.target.const_data_ptr<int64_t>(), q, C,
@@ -137,7 +127,7 @@ at::Tensor vocab_shard_gradient_kernel(const VocabShardOperands& o, const at::Te
                                  target_scale.const_data_ptr<acc>(),
                                  grad.mutable_data_ptr<scalar_t>()};
         const auto stream = at::cuda::getCurrentCUDAStream();
-        dispatch_flags(o.softcap > 0, a.q != nullptr, [&](auto kCap, auto kSmooth) {
+        formulas::with_shard_flags(o.softcap > 0, a.q != nullptr, [&](auto kCap, auto kSmooth) {
           shard_gradient<scalar_t, decltype(kCap)::value, decltype(kSmooth)::value>
               <<<N, kRowThreads, 0, stream>>>(a);
           C10_CUDA_KERNEL_LAUNCH_CHECK();

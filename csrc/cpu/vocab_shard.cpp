@@ -88,16 +88,6 @@ FUSEDLOSS_CPU_CLONES void gradient_rows(const scalar_t* logits, const int64_t* t
   }
 }
 
-template <typename Visit>
-void dispatch_flags(bool cap, bool smooth, Visit visit) {
-  if (cap) {
-    smooth ? visit(std::true_type{}, std::true_type{}) : visit(std::true_type{}, std::false_type{});
-  } else {
-    smooth ? visit(std::false_type{}, std::true_type{})
-           : visit(std::false_type{}, std::false_type{});
-  }
-}
-
 int64_t grain_rows(int64_t C) { return std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(C, 1)); }
 
 }  // namespace
@@ -114,7 +104,7 @@ at::Tensor vocab_shard_stats_kernel(const VocabShardOperands& o) {
         const acc* q = o.smoothing.defined() ? o.smoothing.const_data_ptr<acc>() : nullptr;
         acc* s = out.mutable_data_ptr<acc>();
         const acc cap = static_cast<acc>(o.softcap);
-        dispatch_flags(o.softcap > 0, q != nullptr, [&](auto kCap, auto kSmooth) {
+        formulas::with_shard_flags(o.softcap > 0, q != nullptr, [&](auto kCap, auto kSmooth) {
           at::parallel_for(0, N, grain_rows(C), [&](int64_t begin, int64_t end) {
             std::vector<acc> scratch(static_cast<size_t>(C));
             stats_rows<scalar_t, decltype(kCap)::value, decltype(kSmooth)::value>(
@@ -138,7 +128,7 @@ at::Tensor vocab_shard_gradient_kernel(const VocabShardOperands& o, const at::Te
         const acc* q = o.smoothing.defined() ? o.smoothing.const_data_ptr<acc>() : nullptr;
         scalar_t* g = grad.mutable_data_ptr<scalar_t>();
         const acc cap = static_cast<acc>(o.softcap);
-        dispatch_flags(o.softcap > 0, q != nullptr, [&](auto kCap, auto kSmooth) {
+        formulas::with_shard_flags(o.softcap > 0, q != nullptr, [&](auto kCap, auto kSmooth) {
           at::parallel_for(0, N, grain_rows(C), [&](int64_t begin, int64_t end) {
             gradient_rows<scalar_t, decltype(kCap)::value, decltype(kSmooth)::value>(
                 x, t, q, C, cap, lse.const_data_ptr<acc>(), p_scale.const_data_ptr<acc>(),

@@ -8,6 +8,7 @@
 #include <c10/macros/Macros.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "kernels/math.h"
 #include "kernels/multiclass_loss.h"  // softcapped, softcap_slope
@@ -29,6 +30,18 @@ C10_HOST_DEVICE inline T vocab_shard_gradient(T logit, T cap, T lse, T p_scale, 
                                               T q_term) {
   const T x = softcapped(logit, cap);
   return (exp_of(x - lse) * p_scale - target_term - q_term) * softcap_slope(x, cap);
+}
+
+// Calls visit(kCap, kSmooth) with the two flags (softcap, label smoothing) as std::true_type or
+// std::false_type: each kernel is instantiated for its case, with no per-logit branch.
+template <typename Visit>
+void with_shard_flags(bool cap, bool smooth, Visit visit) {
+  if (cap) {
+    smooth ? visit(std::true_type{}, std::true_type{}) : visit(std::true_type{}, std::false_type{});
+  } else {
+    smooth ? visit(std::false_type{}, std::true_type{})
+           : visit(std::false_type{}, std::false_type{});
+  }
 }
 
 }  // namespace formulas
