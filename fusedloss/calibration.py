@@ -1,7 +1,8 @@
 """Calibration error (ECE 'l1', MCE 'max', RMS 'l2') with torchmetrics' arguments and results, in
 a streaming state of n_bins + 1 float64 sums (count, confidence, accuracy per bin) instead of
 every prediction: the state does not grow with the data, merges by addition, and an update reads
-nothing back from a GPU (bucketize and scatter-add on the device).
+nothing back from a GPU (bucketize and scatter-add on the device, in the op
+torch.ops.fusedloss._calibration_bins that the C++ API's CalibrationError runs too).
 
 Confidence and accuracy as torchmetrics: binary, the probability and the 0/1 target; multiclass,
 the largest probability and whether its class is the target. A batch with any score outside
@@ -30,55 +31,12 @@ def _check(task: str, n_bins: int, norm: str, num_classes: Optional[int]) -> Non
         raise ValueError(f"norm must be 'l1', 'l2' or 'max', got '{norm}'")
 
 
-def _confidence_and_accuracy(preds: Tensor, target: Tensor, task: str, num_classes: Optional[int],
-                             ignore_index: Optional[int]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per sample: confidence, accuracy (0/1) and weight (0 for an ignored target); and the count
-    of targets that are not labels (0/1; a class in [0, num_classes)) nor ignore_index, a device
-    tensor (no read-back here: the error is raised where the value is computed)."""
-    if preds.is_floating_point() is False:
-        raise ValueError(f"preds must hold float scores, got {preds.dtype}")
-    if target.is_floating_point():
-        raise ValueError(f"target must hold integer labels, got {target.dtype}")
-    # Bucketed in the scores' precision (at least float32), as torchmetrics; summed in float64.
-    scores = preds if preds.dtype == torch.float64 else preds.float()
-    # Logits when any score outside [0, 1] belongs to a sample that counts (torchmetrics drops
-    # the ignored ones first); a device tensor: no read-back.
-    outside = (scores < 0) | (scores > 1)
-    kept = target.ne(ignore_index) if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-    if task == "binary":
-        if preds.shape != target.shape:
-            raise ValueError(f"binary expects preds and target of one shape, got {tuple(preds.shape)} and "
-                             f"{tuple(target.shape)}")
-        logits = (outside & kept).any()
-        scores, target = scores.reshape(-1), target.reshape(-1)
-        confidence = torch.where(logits, scores.sigmoid(), scores)
-        accuracy = target
-        label = (target == 0) | (target == 1)
-    else:
-        if preds.dim() != 2 or preds.shape[1] != num_classes or target.shape != preds.shape[:1]:
-            raise ValueError(f"multiclass expects preds (N, {num_classes}) and target (N), got preds of shape "
-                             f"{tuple(preds.shape)} and target of shape {tuple(target.shape)}")
-        logits = (outside.any(1) & kept).any()
-        confidence, predicted = torch.where(logits, scores.softmax(1), scores).max(1)
-        accuracy = predicted.eq(target)
-        label = (target >= 0) & (target < num_classes)
-    invalid = (~label & kept.reshape(label.shape)).sum()
-    weight = target.ne(ignore_index) if ignore_index is not None else torch.ones_like(confidence)
-    return confidence, accuracy.double(), weight.double(), invalid
-
-
 def _bin_sums(preds: Tensor, target: Tensor, task: str, n_bins: int, num_classes: Optional[int],
               ignore_index: Optional[int]) -> Tuple[Tensor, Tensor]:
     """(3, n_bins + 1) float64: per bin, the count, the summed confidence, the summed accuracy; and
-    the count of targets that are not labels nor ignore_index."""
-    confidence, accuracy, weight, invalid = _confidence_and_accuracy(preds, target, task, num_classes,
-                                                                     ignore_index)
-    boundaries = torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype, device=confidence.device)
-    bins = (torch.bucketize(confidence, boundaries, right=True) - 1).clamp(0, n_bins)
-    sums = torch.zeros(3, n_bins + 1, dtype=torch.float64, device=confidence.device)
-    for row, values in enumerate((weight, confidence.double() * weight, accuracy * weight)):
-        sums[row].scatter_add_(0, bins, values)
-    return sums, invalid
+    the count of targets that are not labels (0/1; a class in [0, num_classes)) nor ignore_index,
+    a device tensor (raised where the value is computed). The op is the C++ API's too."""
+    return torch.ops.fusedloss._calibration_bins(preds, target, task, n_bins, num_classes, ignore_index)
 
 
 def _error(sums: Tensor, invalid: Tensor, norm: str) -> Tensor:

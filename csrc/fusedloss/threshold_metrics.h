@@ -177,9 +177,12 @@ class ThresholdMetrics {
 // fusedloss.metrics.CalibrationError keeps: it does not grow with the data and merges by addition.
 class CalibrationError {
  public:
+  // num_classes (multiclass): the classes of preds (N, C); unset, C is taken from the first batch.
   CalibrationError(std::string task, int64_t n_bins = 15, std::string norm = "l1",
-                   std::optional<int64_t> ignore_index = std::nullopt)
-      : task_(std::move(task)), norm_(std::move(norm)), n_bins_(n_bins), ignore_index_(ignore_index) {
+                   std::optional<int64_t> ignore_index = std::nullopt,
+                   std::optional<int64_t> num_classes = std::nullopt)
+      : task_(std::move(task)), norm_(std::move(norm)), n_bins_(n_bins),
+        ignore_index_(ignore_index), num_classes_(num_classes) {
     TORCH_CHECK_VALUE(task_ == "binary" || task_ == "multiclass",
                       "fusedloss::metrics::CalibrationError: task must be 'binary' or 'multiclass', got '",
                       task_, "'");
@@ -190,43 +193,49 @@ class CalibrationError {
     reset();
   }
 
-  // Adds a batch: binary probabilities (N) or multiclass scores (N, C); logits when any score is
-  // outside [0, 1] (sigmoid / softmax first). Bucketed in the scores' precision, summed in float64.
+  // Adds a batch: binary probabilities (N, ...) with targets of the same shape, or multiclass
+  // scores (N, C) with targets (N); logits when any counted score is outside [0, 1] (sigmoid /
+  // softmax first). Bucketed in the scores' precision, summed in float64, on the data's device
+  // (fusedloss::_calibration_bins, as the Python CalibrationError); nothing is read back.
   void update(const at::Tensor& preds, const at::Tensor& target) {
-    const at::Tensor scores = preds.scalar_type() == at::kDouble ? preds : preds.to(at::kFloat);
-    const at::Tensor logits = scores.lt(0).logical_or(scores.gt(1)).any();  // no read-back
-    at::Tensor confidence, accuracy;
-    if (task_ == "binary") {
-      confidence = at::where(logits, scores.sigmoid(), scores).reshape({-1});
-      accuracy = target.reshape({-1}).to(at::kDouble);
-    } else {
-      auto [top, predicted] = at::where(logits, scores.softmax(1), scores).max(1);
-      confidence = top;
-      accuracy = predicted.eq(target).to(at::kDouble);
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("fusedloss::_calibration_bins", "")
+            .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                      c10::string_view, int64_t,
+                                                      std::optional<int64_t>,
+                                                      std::optional<int64_t>)>();
+    if (task_ == "multiclass" && !num_classes_.has_value() && preds.dim() == 2) {
+      num_classes_ = preds.size(1);
     }
-    const at::Tensor flat_target = target.reshape({-1});
-    const at::Tensor weight = ignore_index_.has_value()
-                                  ? flat_target.ne(*ignore_index_).to(at::kDouble)
-                                  : at::ones_like(confidence, confidence.options().dtype(at::kDouble));
-    const at::Tensor boundaries = at::linspace(0, 1, n_bins_ + 1, confidence.options());
-    const at::Tensor bins = (at::bucketize(confidence, boundaries, false, /*right=*/true) - 1)
-                                .clamp(0, n_bins_);
+    auto [sums, invalid] = op.call(preds, target, task_, n_bins_, num_classes_, ignore_index_);
     if (!updated_) {  // the state follows the data to its device once
-      sums_ = sums_.to(confidence.device());
+      sums_ = sums_.to(sums.device());
+      invalid_ = invalid_.to(sums.device());
       updated_ = true;
     }
-    const at::Tensor values[] = {weight, confidence.to(at::kDouble) * weight, accuracy * weight};
-    for (int64_t row = 0; row < 3; ++row) sums_[row].scatter_add_(0, bins, values[row].to(sums_.device()));
+    sums_.add_(sums.to(sums_.device()));
+    invalid_.add_(invalid.to(invalid_.device()));
   }
 
-  void merge(const CalibrationError& other) { sums_.add_(other.sums_.to(sums_.device())); }
+  void merge(const CalibrationError& other) {
+    sums_.add_(other.sums_.to(sums_.device()));
+    invalid_.add_(other.invalid_.to(invalid_.device()));
+  }
   // Zeros the state where it is (its device stays).
   void reset() {
     sums_ = at::zeros({3, n_bins_ + 1},
                       sums_.defined() ? sums_.options() : at::TensorOptions(at::kDouble));
+    invalid_ = at::zeros({}, sums_.options().dtype(at::kLong));
   }
 
+  // Raises a c10::ValueError when targets that are not labels (0/1, or a class in [0, C)) nor
+  // ignore_index were added.
   at::Tensor compute() const {
+    const int64_t bad = invalid_.item<int64_t>();
+    TORCH_CHECK_VALUE(bad == 0, "fusedloss::metrics::CalibrationError: ", bad,
+                      " targets were not labels (0/1, or a class in [0, num_classes)) nor "
+                      "ignore_index");
     const at::Tensor count = sums_[0];
     const at::Tensor gap = (sums_[2] / count).nan_to_num(0.0) - (sums_[1] / count).nan_to_num(0.0);
     const at::Tensor share = count / count.sum();
@@ -241,8 +250,8 @@ class CalibrationError {
  private:
   std::string task_, norm_;
   int64_t n_bins_;
-  std::optional<int64_t> ignore_index_;
-  at::Tensor sums_;
+  std::optional<int64_t> ignore_index_, num_classes_;
+  at::Tensor sums_, invalid_;
   bool updated_ = false;
 };
 

@@ -131,6 +131,20 @@ TEST(ThresholdMetrics, CalibrationErrorMatchesItsDefinition) {
   EXPECT_THROW(fusedloss::metrics::CalibrationError("binary", 10, "l3"), c10::ValueError);
 }
 
+// Targets that are not labels are counted in update (no read-back) and refused by compute, as in
+// Python; ignore_index is not counted.
+TEST(ThresholdMetrics, CalibrationErrorRefusesTargetsThatAreNotLabels) {
+  fusedloss::metrics::CalibrationError binary("binary", 10, "l1", /*ignore_index=*/-1);
+  binary.update(torch::tensor({0.2, 0.9, 0.4}), torch::tensor({0, 1, -1}));
+  EXPECT_TRUE(std::isfinite(binary.compute().item<double>()));
+  binary.update(torch::tensor({0.2, 0.9}), torch::tensor({2, 1}));
+  EXPECT_THROW(binary.compute(), c10::ValueError);
+  fusedloss::metrics::CalibrationError multiclass("multiclass", 10, "l1", std::nullopt, 3);
+  multiclass.update(torch::rand({4, 3}), torch::tensor({0, 2, 3, 1}));
+  EXPECT_THROW(multiclass.compute(), c10::ValueError);
+  EXPECT_THROW(multiclass.update(torch::rand({4, 5}), torch::tensor({0, 2, 1, 1})), c10::ValueError);
+}
+
 // Multilabel from per-label binary counts: 'macro' is the mean of each label's binary score,
 // 'micro' accuracy the share of right (sample, label) decisions.
 TEST(Metrics, MultilabelIsPerLabelBinary) {

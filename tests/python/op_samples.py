@@ -137,7 +137,7 @@ SAMPLES = {
     "grpo_loss": _grpo,
     "linear_dpo_loss": _linear_dpo,
     "linear_grpo_loss": _linear_grpo,
-    # What the metrics run (fusedloss.metrics): counting, moments, threshold histograms.
+    # What the metrics run (fusedloss.metrics): counting, moments, threshold histograms, calibration bins.
     "_classification_counts": lambda b: ((_classes(b)[0], _classes(b)[1].clamp(min=0),
                                           "multiclass", C), {}, (0, 0, None, None)),
     "_regression_moments": lambda b: ((torch.randn(b, generator=_g(b)), torch.randn(b)), {},
@@ -146,6 +146,9 @@ SAMPLES = {
                                         torch.randint(0, 2, (b,), generator=_g(b)),
                                         torch.linspace(0, 1, 11, dtype=torch.float64), "binary"), {},
                                        (0, 0, None, None)),
+    "_calibration_bins": lambda b: ((torch.rand(b, generator=_g(b)),
+                                     torch.randint(0, 2, (b,), generator=_g(b)), "binary", 10, None, None),
+                                    {}, (0, 0, None, None, None, None)),
 }
 
 # Ops whose class (or feature) count may change too: function(batch, classes) -> (args, kwargs,

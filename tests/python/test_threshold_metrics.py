@@ -139,6 +139,13 @@ def test_exact_matches_sklearn():
                                average=average))
 
 
+def test_calibration_op_opcheck(device):
+    preds, target = multiclass_data(50, device=device)
+    torch.library.opcheck(torch.ops.fusedloss._calibration_bins, (preds, target, "multiclass", 10, 4, -1))
+    torch.library.opcheck(torch.ops.fusedloss._calibration_bins,
+                          (preds[:, 0].sigmoid(), (target > 1).long(), "binary", 5, None, None))
+
+
 @pytest.mark.parametrize("task,data,kw", [
     ("binary", binary_data, {}), ("multiclass", multiclass_data, {"num_classes": 4}),
     ("multilabel", multilabel_data, {"num_labels": 3})])
