@@ -40,18 +40,8 @@ def _bin_sums(preds: Tensor, target: Tensor, task: str, n_bins: int, num_classes
 
 
 def _error(sums: Tensor, invalid: Tensor, norm: str) -> Tensor:
-    bad = int(invalid)
-    if bad:
-        raise ValueError(f"fusedloss.metrics: calibration_error: {bad} targets were not labels (0/1, or a class "
-                         f"in [0, num_classes)) nor ignore_index")
-    count, confidence, accuracy = sums
-    gap = torch.nan_to_num(accuracy / count) - torch.nan_to_num(confidence / count)
-    share = count / count.sum()
-    if norm == "l1":
-        return (gap.abs() * share).sum()
-    if norm == "max":
-        return gap.abs().max()
-    return (gap.pow(2) * share).sum().sqrt()
+    """The error of per-bin sums; a ValueError when targets that are not labels were counted."""
+    return torch.ops.fusedloss._calibration_error(sums, invalid, norm)
 
 
 def calibration_error(preds: Tensor, target: Tensor, task: str, n_bins: int = 15, norm: str = "l1",

@@ -232,16 +232,11 @@ class CalibrationError {
   // Raises a c10::ValueError when targets that are not labels (0/1, or a class in [0, C)) nor
   // ignore_index were added.
   at::Tensor compute() const {
-    const int64_t bad = invalid_.item<int64_t>();
-    TORCH_CHECK_VALUE(bad == 0, "fusedloss::metrics::CalibrationError: ", bad,
-                      " targets were not labels (0/1, or a class in [0, num_classes)) nor "
-                      "ignore_index");
-    const at::Tensor count = sums_[0];
-    const at::Tensor gap = (sums_[2] / count).nan_to_num(0.0) - (sums_[1] / count).nan_to_num(0.0);
-    const at::Tensor share = count / count.sum();
-    if (norm_ == "l1") return (gap.abs() * share).sum();
-    if (norm_ == "max") return gap.abs().max();
-    return (gap.pow(2) * share).sum().sqrt();
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("fusedloss::_calibration_error", "")
+            .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view)>();
+    return op.call(sums_, invalid_, norm_);
   }
 
   // The state: (3, n_bins + 1) float64 [count, confidence, accuracy][bin].

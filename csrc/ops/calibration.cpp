@@ -1,6 +1,7 @@
-// The state of the calibration error, one batch's per-bin sums, in one op for Python
-// (fusedloss.metrics.calibration_error, CalibrationError) and C++ (fusedloss::metrics::
-// CalibrationError): confidence and accuracy as torchmetrics (binary: the probability and the
+// The calibration error in two ops for Python (fusedloss.metrics.calibration_error,
+// CalibrationError) and C++ (fusedloss::metrics::CalibrationError): _calibration_bins, one
+// batch's per-bin sums (the state, merged by addition), and _calibration_error, the value of a
+// state. Confidence and accuracy as torchmetrics (binary: the probability and the
 // 0/1 target; multiclass: the largest probability and whether its class is the target), a batch
 // with any counted score outside [0, 1] taken as logits (sigmoid / softmax first), bins
 // linspace(0, 1, n_bins + 1) with right-closed bucketing. ATen ops only (bucketize, one
@@ -12,6 +13,8 @@
 
 #include <optional>
 #include <tuple>
+
+#include "ops/arguments.h"  // holds_no_values, nan_where_invalid
 
 namespace fusedloss {
 namespace ops {
@@ -75,6 +78,32 @@ std::tuple<Tensor, Tensor> calibration_bins(const Tensor& preds, const Tensor& t
   return {sums, invalid};
 }
 
+Tensor error_of_bins(const Tensor& bin_sums, c10::string_view norm) {
+  const Tensor count = bin_sums[0];
+  const Tensor gap = (bin_sums[2] / count).nan_to_num(0.0) - (bin_sums[1] / count).nan_to_num(0.0);
+  const Tensor share = count / count.sum();
+  if (norm == "l1") return (gap.abs() * share).sum();
+  if (norm == "max") return gap.abs().max();
+  return (gap.pow(2) * share).sum().sqrt();
+}
+
+// The 'l1' (ECE), 'max' (MCE) or 'l2' (RMS) error of a state; raises a ValueError when targets
+// that are not labels were counted into it (one read of that count: the value is being computed).
+// Traced (fake tensors), the count cannot be read: the value is then NaN where it is not 0.
+Tensor calibration_error(const Tensor& bin_sums, const Tensor& invalid, c10::string_view norm) {
+  TORCH_CHECK_VALUE(norm == "l1" || norm == "l2" || norm == "max",
+                    "fusedloss.metrics: norm must be 'l1', 'l2' or 'max', got '", norm, "'");
+  const bool traced = holds_no_values(invalid);
+  if (!traced) {
+    const int64_t bad = invalid.item<int64_t>();
+    TORCH_CHECK_VALUE(bad == 0, "fusedloss.metrics: calibration_error: ", bad,
+                      " targets were not labels (0/1, or a class in [0, num_classes)) nor "
+                      "ignore_index");
+  }
+  const Tensor value = error_of_bins(bin_sums, norm);
+  return traced ? nan_where_invalid(value, invalid) : value;
+}
+
 }  // namespace
 }  // namespace ops
 }  // namespace fusedloss
@@ -83,8 +112,13 @@ TORCH_LIBRARY_FRAGMENT(fusedloss, m) {
   m.def(
       "_calibration_bins(Tensor preds, Tensor target, str task, int n_bins, int? num_classes, "
       "int? ignore_index) -> (Tensor bin_sums, Tensor invalid)");
+  m.def("_calibration_error(Tensor bin_sums, Tensor invalid, str norm) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fusedloss, CompositeImplicitAutograd, m) {
   m.impl("_calibration_bins", TORCH_FN(fusedloss::ops::calibration_bins));
+}
+
+TORCH_LIBRARY_IMPL(fusedloss, CompositeExplicitAutograd, m) {
+  m.impl("_calibration_error", TORCH_FN(fusedloss::ops::calibration_error));
 }

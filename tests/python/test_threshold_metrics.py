@@ -144,6 +144,8 @@ def test_calibration_op_opcheck(device):
     torch.library.opcheck(torch.ops.fusedloss._calibration_bins, (preds, target, "multiclass", 10, 4, -1))
     torch.library.opcheck(torch.ops.fusedloss._calibration_bins,
                           (preds[:, 0].sigmoid(), (target > 1).long(), "binary", 5, None, None))
+    sums, invalid = torch.ops.fusedloss._calibration_bins(preds, target, "multiclass", 10, 4, -1)
+    torch.library.opcheck(torch.ops.fusedloss._calibration_error, (sums, invalid, "l2"))
 
 
 @pytest.mark.parametrize("task,data,kw", [
