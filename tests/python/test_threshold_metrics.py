@@ -284,7 +284,7 @@ def test_calibration_error_refuses_targets_that_are_not_labels():
     M.calibration_error(preds, torch.where(torch.arange(500) == 3, -1, target), "binary", ignore_index=-1)
     streaming = M.CalibrationError("multiclass", num_classes=4)
     streaming.update(torch.rand(3, 4), torch.tensor([1, 0, 1]))
-    streaming.update(torch.rand(3, 4), torch.tensor([4, -1, 1]))  # no read-back in update
+    streaming.update(torch.rand(3, 4), torch.tensor([4, -1, 1]))  # counted here, raised at compute
     with pytest.raises(ValueError, match="calibration_error: 2 targets were not labels"):
         streaming.compute()
     streaming.reset()
