@@ -151,19 +151,27 @@ FUSEDLOSS_CPU_CLONES void rows_range(const Rows<scalar_t>& a, int64_t begin, int
 
 // Class-index rows of few classes (C <= kTileClasses, no softcap), a tile of rows at a time: the
 // per-row loops are too short to vectorize, so exp runs over the whole tile's (x - row max) at
-// once, and only the cheap per-row sums stay scalar. `e` holds kTileElements values.
+// once, and only the cheap per-row sums stay scalar. Tiles lie on a fixed grid of rows (see
+// for_each_block), and the vector loops over a tile run over whole vectors (zero padding): an
+// element is never computed by a loop's scalar remainder, whose exp/log may differ in the last
+// bit from the vector one, so a row's values depend neither on the thread count nor the batch.
+constexpr int64_t kLaneClasses = 12;  // the lanes path below takes C <= 12, the tiles the rest
 constexpr int64_t kTileClasses = 128;
 constexpr int64_t kTileElements = 4096;
+constexpr int64_t kVectorPad = 16;  // a multiple of every clone's vector width in elements
+
+constexpr int64_t padded(int64_t n) { return (n + kVectorPad - 1) / kVectorPad * kVectorPad; }
+constexpr int64_t kMaxTileRows = padded(kTileElements / (kLaneClasses + 1));
 
 template <typename scalar_t, bool kGrad, bool kSpread>
-FUSEDLOSS_CPU_CLONES void tile_range(const Rows<scalar_t>& a, int64_t begin, int64_t end,
-                                     acc_t<scalar_t>* e) {
+FUSEDLOSS_CPU_CLONES void tile_range(const Rows<scalar_t>& a, int64_t begin, int64_t end) {
   using acc = acc_t<scalar_t>;
-  const int64_t C = a.num_classes, tile_rows = std::max<int64_t>(1, kTileElements / C);
+  const int64_t C = a.num_classes, tile_rows = kTileElements / C;  // C > kLaneClasses
   const acc* w = a.weight;
   const acc spread = a.smoothing / static_cast<acc>(C);
   const acc keep = acc(1) - a.smoothing;
-  acc row_max[kTileElements], row_sum[kTileElements], row_log_sum[kTileElements];
+  alignas(64) acc e[kTileElements + kVectorPad];
+  alignas(64) acc row_max[kMaxTileRows], row_sum[kMaxTileRows], row_log_sum[kMaxTileRows];
   for (int64_t first = begin; first < end; first += tile_rows) {
     const int64_t rows = std::min(tile_rows, end - first), n = rows * C;
     const scalar_t* x = a.logits + first * C;
@@ -178,8 +186,9 @@ FUSEDLOSS_CPU_CLONES void tile_range(const Rows<scalar_t>& a, int64_t begin, int
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) e[i * C + c] = load_as_acc(x[i * C + c]) - m;
     }
+    for (int64_t k = n; k < padded(n); ++k) e[k] = 0;
 #pragma omp simd
-    for (int64_t k = 0; k < n; ++k) e[k] = formulas::exp_of(e[k]);
+    for (int64_t k = 0; k < padded(n); ++k) e[k] = formulas::exp_of(e[k]);
     for (int64_t i = 0; i < rows; ++i) {
       acc sum = 0;
       const acc* er = e + i * C;
@@ -187,8 +196,9 @@ FUSEDLOSS_CPU_CLONES void tile_range(const Rows<scalar_t>& a, int64_t begin, int
       for (int64_t c = 0; c < C; ++c) sum += er[c];
       row_sum[i] = sum;
     }
+    for (int64_t i = rows; i < padded(rows); ++i) row_sum[i] = 1;
 #pragma omp simd
-    for (int64_t i = 0; i < rows; ++i) row_log_sum[i] = formulas::log_of(row_sum[i]);
+    for (int64_t i = 0; i < padded(rows); ++i) row_log_sum[i] = formulas::log_of(row_sum[i]);
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t r = first + i, t = a.target_index[r];
       if (t == a.ignore_index || t < 0 || t >= C) {
@@ -230,18 +240,18 @@ FUSEDLOSS_CPU_CLONES void tile_range(const Rows<scalar_t>& a, int64_t begin, int
 // Class-index rows of very few classes (C <= kLaneClasses, no softcap): vector lanes across
 // rows. A block of kLaneRows rows is walked class by class, so that every step (max, exp, sums,
 // the gradient) is one vector operation over the block's rows instead of a loop too short to
-// vectorize per row. `e` holds C * kLaneRows values: the exps, class-major. Each row's sums still
-// run over its classes in order, so a row's result does not depend on the block or thread.
+// vectorize per row. `e` holds the block's exps, class-major. Each row's sums still run over its
+// classes in order, and a block short of kLaneRows rows is padded with zero logits so that every
+// loop runs over all lanes (no scalar remainder, whose exp may differ in the last bit): a row's
+// result does not depend on the block or thread.
 // The block goes in and out by strided loads and gathers (a scalar element-by-element
 // transpose took a third of the step). Measured (65536 rows, float32, 2 threads, forward and
 // backward): 0.63 ms at C = 10 (0.84 with the scalar transpose); slower than the tiles from C = 16
 // on (0.89 against 0.65 ms at C = 16, 7.0 against 4.0 at C = 100).
-constexpr int64_t kLaneClasses = 12;
 constexpr int64_t kLaneRows = 64;
 
 template <typename scalar_t, bool kGrad, bool kSpread>
-FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, int64_t end,
-                                      acc_t<scalar_t>* e) {
+FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, int64_t end) {
   using acc = acc_t<scalar_t>;
   const int64_t C = a.num_classes;
   const acc* w = a.weight;
@@ -251,6 +261,7 @@ FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, in
   if constexpr (kSpread) {
     for (int64_t c = 0; c < C; ++c) q_total += spread * w[c];
   }
+  alignas(64) acc e[kLaneClasses * kLaneRows];
   alignas(64) acc row_max[kLaneRows], row_sum[kLaneRows], row_log_sum[kLaneRows];
   alignas(64) acc q_dot_x[kLaneRows], p_scale[kLaneRows], q_scale[kLaneRows];
   acc target_scale[kLaneRows];
@@ -263,7 +274,7 @@ FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, in
     const int64_t rows = std::min(kLaneRows, end - first);
     const scalar_t* x = a.logits + first * C;
 #pragma omp simd
-    for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t i = 0; i < kLaneRows; ++i) {
       row_max[i] = -std::numeric_limits<acc>::infinity();
       row_sum[i] = 0;
       q_dot_x[i] = 0;
@@ -274,18 +285,19 @@ FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, in
       acc* ec = e + c * kLaneRows;
 #pragma omp simd
       for (int64_t i = 0; i < rows; ++i) ec[i] = load_as_acc(x[i * C + c]);
+      for (int64_t i = rows; i < kLaneRows; ++i) ec[i] = 0;
     }
     for (int64_t c = 0; c < C; ++c) {
       const acc* ec = e + c * kLaneRows;
 #pragma omp simd
-      for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t i = 0; i < kLaneRows; ++i) {
         row_max[i] = ec[i] > row_max[i] ? ec[i] : row_max[i];  // NaN skipped: the sum has it
       }
     }
     for (int64_t c = 0; c < C; ++c) {
       acc* ec = e + c * kLaneRows;
 #pragma omp simd
-      for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t i = 0; i < kLaneRows; ++i) {
         const acc v = ec[i];
         if constexpr (kSpread) q_dot_x[i] += spread * w[c] * v;
         ec[i] = formulas::exp_of(v - row_max[i]);
@@ -293,7 +305,8 @@ FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, in
       }
     }
 #pragma omp simd
-    for (int64_t i = 0; i < rows; ++i) row_log_sum[i] = formulas::log_of(row_sum[i]);
+    for (int64_t i = 0; i < kLaneRows; ++i) row_log_sum[i] = formulas::log_of(row_sum[i]);
+    for (int64_t i = rows; i < kLaneRows; ++i) p_scale[i] = q_scale[i] = 0;
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t r = first + i, t = a.target_index[r];
       counted[i] = t != a.ignore_index && t >= 0 && t < C;
@@ -317,7 +330,7 @@ FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, in
         acc* ec = e + c * kLaneRows;
         const acc q = kSpread ? spread * w[c] : acc(0);
 #pragma omp simd
-        for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t i = 0; i < kLaneRows; ++i) {
           ec[i] *= p_scale[i];
           if constexpr (kSpread) ec[i] -= q * q_scale[i];
         }
@@ -338,6 +351,17 @@ FUSEDLOSS_CPU_CLONES void lanes_range(const Rows<scalar_t>& a, int64_t begin, in
       fill_row(a, r, t == a.ignore_index ? acc(0) : std::numeric_limits<acc>::quiet_NaN());
     }
   }
+}
+
+// f(begin, end) over [0, rows) in parallel, each range a whole number of blocks of block_rows
+// rows (but the last): a block's rows are the same ones for any number of threads.
+template <typename F>
+void for_each_block(int64_t rows, int64_t block_rows, int64_t grain_rows, const F& f) {
+  const int64_t blocks = (rows + block_rows - 1) / block_rows;
+  at::parallel_for(0, blocks, std::max<int64_t>(1, grain_rows / block_rows),
+                   [&](int64_t first, int64_t last) {
+                     f(first * block_rows, std::min(rows, last * block_rows));
+                   });
 }
 
 template <typename scalar_t, bool kProb, bool kCap>
@@ -382,27 +406,25 @@ void run_rows(const CrossEntropySpec& spec, const CrossEntropyOperands& o,
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(C, 1));
   const bool spread = spec.label_smoothing != 0;
   if (!spec.probability_targets && spec.softcap == 0 && C > 0 && C <= kLaneClasses) {
-    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc> exps(static_cast<size_t>(C * kLaneRows));
+    for_each_block(rows, kLaneRows, grain, [&](int64_t begin, int64_t end) {
       if (a.grad_input) {
-        spread ? lanes_range<scalar_t, true, true>(a, begin, end, exps.data())
-               : lanes_range<scalar_t, true, false>(a, begin, end, exps.data());
+        spread ? lanes_range<scalar_t, true, true>(a, begin, end)
+               : lanes_range<scalar_t, true, false>(a, begin, end);
       } else {
-        spread ? lanes_range<scalar_t, false, true>(a, begin, end, exps.data())
-               : lanes_range<scalar_t, false, false>(a, begin, end, exps.data());
+        spread ? lanes_range<scalar_t, false, true>(a, begin, end)
+               : lanes_range<scalar_t, false, false>(a, begin, end);
       }
     });
     return;
   }
   if (!spec.probability_targets && spec.softcap == 0 && C > 0 && C <= kTileClasses) {
-    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc> tile(static_cast<size_t>(kTileElements));
+    for_each_block(rows, kTileElements / C, grain, [&](int64_t begin, int64_t end) {
       if (a.grad_input) {
-        spread ? tile_range<scalar_t, true, true>(a, begin, end, tile.data())
-               : tile_range<scalar_t, true, false>(a, begin, end, tile.data());
+        spread ? tile_range<scalar_t, true, true>(a, begin, end)
+               : tile_range<scalar_t, true, false>(a, begin, end);
       } else {
-        spread ? tile_range<scalar_t, false, true>(a, begin, end, tile.data())
-               : tile_range<scalar_t, false, false>(a, begin, end, tile.data());
+        spread ? tile_range<scalar_t, false, true>(a, begin, end)
+               : tile_range<scalar_t, false, false>(a, begin, end);
       }
     });
     return;
