@@ -120,8 +120,25 @@ def peak_cuda_bytes(fn, device):
 def machine_description(device):
     if str(device).startswith("cuda"):
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    return (f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+
+def cpu_model():
+    """The processor's name (Linux: /proc/cpuinfo), else its architecture: runs on different
+    machines of the same size differ by 2-4x, and the table should say which one it was."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    # A virtual machine may show only the vendor's name: family and model tell the generation.
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def write_results(name, rows, columns, header):
