@@ -25,6 +25,7 @@ vocab_parallel_linear_cross_entropy does the same for a classifier sharded by ro
 rows at a time (one small all-gather per chunk), with one all-reduce of the input's gradient.
 """
 
+import sys
 from typing import Optional
 
 import torch
@@ -480,12 +481,13 @@ def vocab_parallel_cross_entropy(
 def sharded_on_classes(input) -> bool:
     """True for a DTensor of logits (N, C) sharded along the classes on a 1-D device mesh (what
     torch's loss_parallel takes): fusedloss's cross_entropy then runs vocab-parallel."""
-    try:
-        from torch.distributed.tensor import DTensor, Shard
-    except ImportError:  # torch without DTensor
+    # A DTensor exists only once its module is loaded: look it up rather than import it, which
+    # (with sympy) took about a second of every process's first cross_entropy call.
+    dtensor = sys.modules.get("torch.distributed.tensor")
+    if dtensor is None or not hasattr(dtensor, "DTensor"):
         return False
-    return (isinstance(input, DTensor) and input.dim() == 2 and input.device_mesh.ndim == 1
-            and input.placements[0] == Shard(1))
+    return (isinstance(input, dtensor.DTensor) and input.dim() == 2
+            and input.device_mesh.ndim == 1 and input.placements[0] == dtensor.Shard(1))
 
 
 def dtensor_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,

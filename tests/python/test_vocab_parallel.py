@@ -335,3 +335,19 @@ def test_target_fingerprint_tells_apart_swaps_and_small_changes():
     prints = {int(vocab_parallel._shape_and_targets(4096, 10, t)[2]) for t in (target, swapped, cancelling)}
     assert len(prints) == 3
     assert int(vocab_parallel._shape_and_targets(4096, 10, target.clone())[2]) in prints  # deterministic
+
+
+def test_plain_cross_entropy_does_not_load_dtensor():
+    # cross_entropy looks for DTensor logits without importing torch.distributed.tensor (with
+    # sympy, about a second of a fresh process's first call); a DTensor exists only once that
+    # module is loaded, which the DTensor cases above cover.
+    import subprocess
+    import sys
+    code = ("import sys, torch, fusedloss\n"
+            "loaded = 'torch.distributed.tensor' in sys.modules\n"
+            "fusedloss.functional.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))\n"
+            "print(loaded, 'torch.distributed.tensor' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
